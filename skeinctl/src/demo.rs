@@ -82,7 +82,13 @@ pub fn run(nodes: usize) -> anyhow::Result<ExitCode> {
     for n in &bed.nodes {
         let key = format!("/skein-demo/{}", n.name);
         let check = (|| -> anyhow::Result<String> {
-            let health = skein_testbed::run_checked(etcd.etcdctl(n)?.args(["endpoint", "health"]))?;
+            // etcdctl prints the health line on stderr.
+            let out = etcd.etcdctl(n)?.args(["endpoint", "health"]).output()?;
+            let health = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+            anyhow::ensure!(
+                out.status.success() && health.contains("is healthy"),
+                "{health}"
+            );
             skein_testbed::run_checked(etcd.etcdctl(n)?.args(["put", &key, &n.addr.to_string()]))?;
             let got = skein_testbed::run_checked(etcd.etcdctl(n)?.args([
                 "get",
@@ -94,7 +100,7 @@ pub fn run(nodes: usize) -> anyhow::Result<ExitCode> {
                 "get {key} returned {:?}",
                 got.trim()
             );
-            Ok(health.trim().to_owned())
+            Ok(health)
         })();
         match check {
             Ok(health) => println!("    {:<8} ok    {health}", n.name),
