@@ -7,3 +7,5 @@
 mod driver;
 
 mod add_del;
+mod bad_input;
+mod concurrency;
