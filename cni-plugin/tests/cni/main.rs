@@ -9,3 +9,4 @@ mod driver;
 mod add_del;
 mod bad_input;
 mod concurrency;
+mod verbs;
