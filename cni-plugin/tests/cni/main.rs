@@ -8,5 +8,7 @@ mod driver;
 
 mod add_del;
 mod bad_input;
+mod chaining;
 mod concurrency;
+mod kill9;
 mod verbs;
