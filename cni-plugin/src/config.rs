@@ -285,16 +285,23 @@ pub fn resolve(conf: &NetConf, need: Need) -> CniResult<Plan> {
                     .collect(),
             );
         }
-    } else if builtin && need == Need::Full {
+    } else if builtin {
         let path = conf
             .subnet_file
             .clone()
             .unwrap_or_else(|| subnet_file::DEFAULT_PATH.to_owned());
-        let env = subnet_file::load(std::path::Path::new(&path))?;
-        apply_subnet_env(&env, &mut specs, &mut routes, &mut masq_exempt);
-        mtu = mtu.or(env.mtu);
-        // flannel's rule: masquerade here only when flanneld does not.
-        ip_masq = conf.ip_masq.unwrap_or(!env.ipmasq);
+        match (subnet_file::load(std::path::Path::new(&path)), need) {
+            (Ok(env), _) => {
+                apply_subnet_env(&env, &mut specs, &mut routes, &mut masq_exempt);
+                mtu = mtu.or(env.mtu);
+                // flannel's rule: masquerade here only when flanneld does not.
+                ip_masq = conf.ip_masq.unwrap_or(!env.ipmasq);
+            }
+            (Err(e), Need::Full) => return Err(e),
+            // Tearing down without the file: masquerade entries may exist, so try to
+            // remove them (removing what is not there is harmless).
+            (Err(_), Need::Teardown) => ip_masq = conf.ip_masq.unwrap_or(true),
+        }
     }
 
     let ipam_plan = if builtin {

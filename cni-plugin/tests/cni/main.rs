@@ -11,4 +11,5 @@ mod bad_input;
 mod chaining;
 mod concurrency;
 mod kill9;
+mod options;
 mod verbs;
