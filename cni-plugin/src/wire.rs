@@ -14,7 +14,7 @@ use std::net::IpAddr;
 use std::os::fd::AsFd;
 
 use skein_netns::NetNs;
-use skein_netns::netlink::{Address, Link, Netlink, NetlinkError, Route};
+use skein_netns::netlink::{Address, Link, Netlink, NetlinkError, Route, VethOptions};
 
 use crate::cidr::Cidr;
 use crate::error::{CniError, CniResult};
@@ -38,6 +38,8 @@ pub fn is_host_veth_name(name: &str) -> bool {
             .bytes()
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
+
+const LOOPBACK_INDEX: u32 = 1;
 
 fn kernel(e: NetlinkError) -> CniError {
     CniError::kernel(e)
@@ -140,30 +142,41 @@ pub fn create_veth(
     bridge: &Link,
     hairpin: bool,
 ) -> CniResult<Link> {
-    host.del_link_by_name(host_name).map_err(kernel)?;
-    host.add_veth(host_name, ifname, Some(pod_ns.file().as_fd()), Some(mtu))
-        .map_err(|e| {
-            if e.is_exists() {
-                CniError::kernel(format!(
-                    "create veth {host_name}: interface {ifname} already exists in netns {}",
-                    pod_ns.path().display()
-                ))
-            } else {
-                kernel(e)
+    let opts = VethOptions {
+        name: host_name,
+        peer_name: ifname,
+        peer_netns: Some(pod_ns.file().as_fd()),
+        mtu: Some(mtu),
+        master: Some(bridge.index),
+        up: true,
+    };
+    let exists = |e: &NetlinkError| {
+        CniError::kernel(format!(
+            "create veth {host_name}: interface {ifname} already exists in netns {} ({e})",
+            pod_ns.path().display()
+        ))
+    };
+    match host.add_veth_with(&opts) {
+        Ok(()) => {}
+        Err(e) if e.is_exists() => {
+            // A host end left by an ADD that was killed: remove it and try once more. If
+            // there was none, the name taken is the pod's.
+            if !host.del_link_by_name(host_name).map_err(kernel)? {
+                return Err(exists(&e));
             }
-        })?;
+            host.add_veth_with(&opts)
+                .map_err(|e| if e.is_exists() { exists(&e) } else { kernel(e) })?;
+        }
+        Err(e) => return Err(kernel(e)),
+    }
     let link = host
         .link(host_name)
         .map_err(kernel)?
         .ok_or_else(|| CniError::kernel(format!("veth {host_name} vanished after creation")))?;
-    host.set_master(link.index, bridge.index).map_err(kernel)?;
     if hairpin {
         host.set_hairpin(link.index, true).map_err(kernel)?;
     }
-    host.set_up(link.index).map_err(kernel)?;
-    host.link(host_name)
-        .map_err(kernel)?
-        .ok_or_else(|| CniError::kernel(format!("veth {host_name} vanished")))
+    Ok(link)
 }
 
 /// Inside the pod: `lo` up, `ifname` up with its addresses, then the routes.
@@ -173,13 +186,8 @@ pub fn configure_pod(
     addrs: &[Cidr],
     routes: &[Route],
 ) -> CniResult<Link> {
-    let lo = pod
-        .link("lo")
-        .map_err(kernel)?
-        .ok_or_else(|| CniError::kernel("pod netns has no lo"))?;
-    if !lo.up {
-        pod.set_up(lo.index).map_err(kernel)?;
-    }
+    // Loopback is always interface 1 in a network namespace.
+    pod.set_up(LOOPBACK_INDEX).map_err(kernel)?;
     let link = pod
         .link(ifname)
         .map_err(kernel)?

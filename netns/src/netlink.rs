@@ -131,6 +131,23 @@ pub struct Route {
     pub link_scope: bool,
 }
 
+/// A veth pair to create with [`Netlink::add_veth_with`].
+#[derive(Debug, Clone, Copy)]
+pub struct VethOptions<'a> {
+    /// Name of the local end.
+    pub name: &'a str,
+    /// Name of the peer.
+    pub peer_name: &'a str,
+    /// Namespace the peer is created in (`None`: this one).
+    pub peer_netns: Option<BorrowedFd<'a>>,
+    /// MTU of both ends.
+    pub mtu: Option<u32>,
+    /// Master (bridge) index for the local end.
+    pub master: Option<u32>,
+    /// Bring the local end up.
+    pub up: bool,
+}
+
 /// A route netlink socket bound to one network namespace.
 #[derive(Debug)]
 pub struct Netlink {
@@ -293,17 +310,38 @@ impl Netlink {
         peer_netns: Option<BorrowedFd<'_>>,
         mtu: Option<u32>,
     ) -> NlResult<()> {
+        self.add_veth_with(&VethOptions {
+            name,
+            peer_name,
+            peer_netns,
+            mtu,
+            master: None,
+            up: false,
+        })
+    }
+
+    /// Creates a veth pair in one request: the local end optionally already enslaved to
+    /// `master` and up, the peer inside `peer_netns`.
+    pub fn add_veth_with(&mut self, o: &VethOptions<'_>) -> NlResult<()> {
         let mut peer = LinkMessage::default();
         peer.attributes
-            .push(LinkAttribute::IfName(peer_name.to_owned()));
-        if let Some(fd) = peer_netns {
+            .push(LinkAttribute::IfName(o.peer_name.to_owned()));
+        if let Some(fd) = o.peer_netns {
             peer.attributes.push(LinkAttribute::NetNsFd(fd.as_raw_fd()));
         }
         let mut msg = LinkMessage::default();
-        msg.attributes.push(LinkAttribute::IfName(name.to_owned()));
-        if let Some(mtu) = mtu {
+        msg.attributes
+            .push(LinkAttribute::IfName(o.name.to_owned()));
+        if let Some(mtu) = o.mtu {
             msg.attributes.push(LinkAttribute::Mtu(mtu));
             peer.attributes.push(LinkAttribute::Mtu(mtu));
+        }
+        if let Some(master) = o.master {
+            msg.attributes.push(LinkAttribute::Controller(master));
+        }
+        if o.up {
+            msg.header.flags |= LinkFlags::Up;
+            msg.header.change_mask |= LinkFlags::Up;
         }
         msg.attributes.push(LinkAttribute::LinkInfo(vec![
             LinkInfo::Kind(InfoKind::Veth),
@@ -312,7 +350,7 @@ impl Netlink {
         self.ack(
             RouteNetlinkMessage::NewLink(msg),
             NLM_F_CREATE | NLM_F_EXCL,
-            format!("add veth {name} (peer {peer_name})"),
+            format!("add veth {} (peer {})", o.name, o.peer_name),
         )
     }
 

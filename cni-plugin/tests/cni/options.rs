@@ -57,13 +57,24 @@ fn other_ipam_types_are_delegated_to_the_plugin_in_cni_path() {
     let bed = bed(1, false);
     let node = bed.node(1);
     let conf = json!({
-        "cniVersion": "1.0.0", "name": "static-net", "type": "skein-cni",
+        "cniVersion": "1.0.0", "name": "static-net", "type": "skein-cni", "hairpinMode": true,
         "ipam": {"type": "static", "addresses": [{"address": "10.244.1.77/24", "gateway": GATEWAY}]},
     });
     let pod = Pod::new(&bed, "dlg");
     let r = cni(node, &pod.call("ADD"), &conf).ok();
     assert_eq!(r["ips"][0]["address"], "10.244.1.77/24");
     assert_eq!(r["ips"][0]["interface"], 2);
+    let host_end = r["interfaces"][1]["name"].as_str().unwrap();
+    let link = skein_netns::netlink::Netlink::open_in(&node.netns)
+        .unwrap()
+        .link(host_end)
+        .unwrap()
+        .expect("host end on the node");
+    assert_eq!(
+        link.hairpin,
+        Some(true),
+        "hairpinMode sets the bridge port's hairpin flag"
+    );
     let gw: SocketAddr = format!("{GATEWAY}:7400").parse().unwrap();
     let server = serve_once(node.listen_tcp(gw).unwrap());
     ping_pong(
