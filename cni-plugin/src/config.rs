@@ -51,8 +51,8 @@ pub struct NetConf {
     pub dns: Option<Value>,
     /// `prevResult` (CHECK, DEL, chained ADD).
     pub prev_result: Option<Value>,
-    /// `cni.dev/valid-attachments` (GC).
-    #[serde(rename = "cni.dev/valid-attachments")]
+    /// `cni.dev/valid-attachments` (GC); libcni also sends it as `cni.dev/attachments`.
+    #[serde(rename = "cni.dev/valid-attachments", alias = "cni.dev/attachments")]
     pub valid_attachments: Option<Vec<Attachment>>,
 }
 

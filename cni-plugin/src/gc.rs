@@ -8,7 +8,7 @@ use skein_netns::netlink::Netlink;
 
 use crate::config::{IpamPlan, Need, NetConf, resolve};
 use crate::error::{CniError, CniResult, code};
-use crate::ipam::store::Store;
+use crate::ipam::{delegate, store::Store};
 use crate::result::at_least;
 use crate::{masq, wire};
 
@@ -22,7 +22,7 @@ pub struct Collected {
 }
 
 /// Runs GC.
-pub fn gc(conf: &NetConf) -> CniResult<Collected> {
+pub fn gc(conf: &NetConf, path: &[String], stdin: &[u8]) -> CniResult<Collected> {
     let plan = resolve(conf, Need::Teardown)?;
     if !at_least(&plan.version, "1.1.0") {
         return Err(CniError::new(
@@ -54,6 +54,12 @@ pub fn gc(conf: &NetConf) -> CniResult<Collected> {
                 }
             }
         }
+    }
+
+    if let IpamPlan::Delegated { plugin } = &plan.ipam
+        && let Err(e) = delegate::exec(plugin, "GC", path, stdin)
+    {
+        problems.push(e.msg);
     }
 
     let mut host = Netlink::open().map_err(CniError::kernel)?;

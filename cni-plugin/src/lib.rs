@@ -93,8 +93,8 @@ fn dispatch(
         Command::Add => Ok(add::add(&inv, &conf, stdin)?.to_string()),
         Command::Del => del::del(&inv, &conf, stdin).map(|()| String::new()),
         Command::Check => check::check(&inv, &conf, stdin).map(|()| String::new()),
-        Command::Status => status::status(&conf, &inv.path).map(|()| String::new()),
-        Command::Gc => gc::gc(&conf).map(|_| String::new()),
+        Command::Status => status::status(&conf, &inv.path, stdin).map(|()| String::new()),
+        Command::Gc => gc::gc(&conf, &inv.path, stdin).map(|_| String::new()),
         Command::Version => unreachable!("handled above"),
     }
 }

@@ -6,7 +6,7 @@ use crate::error::{CniError, CniResult, code};
 use crate::result::at_least;
 
 /// Runs STATUS.
-pub fn status(conf: &NetConf, path: &[String]) -> CniResult<()> {
+pub fn status(conf: &NetConf, path: &[String], stdin: &[u8]) -> CniResult<()> {
     let version = conf.cni_version.clone().unwrap_or_default();
     crate::result::check_version(&version)?;
     if !at_least(&version, "1.1.0") {
@@ -34,6 +34,8 @@ pub fn status(conf: &NetConf, path: &[String]) -> CniResult<()> {
         IpamPlan::Delegated { plugin } => {
             crate::ipam::delegate::find(plugin, path)
                 .map_err(|e| not_ready(format!("not ready: {}", e.msg)))?;
+            // The spec: a plugin that delegates asks its delegate and passes errors on.
+            crate::ipam::delegate::exec(plugin, "STATUS", path, stdin)?;
         }
     }
     Ok(())

@@ -89,6 +89,8 @@ pub struct Call<'a> {
     pub netns: Option<&'a Path>,
     /// CNI_IFNAME.
     pub ifname: &'a str,
+    /// CNI_PATH, when not [`cni_path`].
+    pub path: Option<&'a str>,
 }
 
 /// Execs `plugin` in `node`'s namespace with `call`'s environment and `config` on stdin.
@@ -106,7 +108,7 @@ pub fn configure(cmd: &mut Command, call: &Call<'_>) {
     cmd.env_clear()
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         .env("CNI_COMMAND", call.command)
-        .env("CNI_PATH", cni_path())
+        .env("CNI_PATH", call.path.map_or_else(cni_path, str::to_owned))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -255,6 +257,7 @@ impl Pod {
             container_id: &self.id,
             netns: Some(&self.path),
             ifname: "eth0",
+            path: None,
         }
     }
 

@@ -125,3 +125,48 @@ fn gc_releases_what_is_not_valid_and_removes_leftover_veths() {
     assert_no_veths(node);
     assert_no_allocations(node, "cbr0");
 }
+
+#[test]
+fn status_and_gc_are_passed_to_a_delegated_ipam_plugin() {
+    use std::os::unix::fs::PermissionsExt;
+    let bed = bed(1, false);
+    let node = bed.node(1);
+    // A stand-in IPAM plugin that is not ready and records GC calls.
+    let dir = node.dirs.root.join("fake-bin");
+    std::fs::create_dir_all(&dir).unwrap();
+    let marker = node.dirs.root.join("gc-called");
+    let script = format!(
+        "#!/bin/sh\ncat >/dev/null\ncase \"$CNI_COMMAND\" in\n\
+         STATUS) echo '{{\"cniVersion\":\"1.1.0\",\"code\":50,\"msg\":\"fake ipam pool offline\"}}'; exit 1;;\n\
+         GC) touch {};;\n\
+         esac\n",
+        marker.display()
+    );
+    let bin = dir.join("fake-ipam");
+    std::fs::write(&bin, script).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        skein_cni().parent().unwrap().display(),
+        dir.display()
+    );
+    let conf = json!({"cniVersion": "1.1.0", "name": "fake", "type": "skein-cni", "ipam": {"type": "fake-ipam"}});
+
+    let call = Call {
+        command: "STATUS",
+        path: Some(&path),
+        ..Default::default()
+    };
+    let msg = cni(node, &call, &conf).err(50);
+    assert!(msg.contains("fake ipam pool offline"), "{msg}");
+
+    let call = Call {
+        command: "GC",
+        path: Some(&path),
+        ..Default::default()
+    };
+    let mut gc = conf.clone();
+    gc["cni.dev/valid-attachments"] = json!([]);
+    cni(node, &call, &gc).ok();
+    assert!(marker.exists(), "GC reached the delegated IPAM plugin");
+}
