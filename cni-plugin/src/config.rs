@@ -348,12 +348,15 @@ pub fn resolve(conf: &NetConf, need: Need) -> CniResult<Plan> {
     {
         return Err(CniError::config("ipam has no subnet or ranges"));
     }
+    let is_gateway = conf.is_gateway.unwrap_or(true);
+    let is_default_gateway = conf.is_default_gateway.unwrap_or(is_gateway);
     Ok(Plan {
         version,
         name,
         bridge,
-        is_gateway: conf.is_gateway.unwrap_or(true) || conf.is_default_gateway.unwrap_or(true),
-        is_default_gateway: conf.is_default_gateway.unwrap_or(true),
+        // isDefaultGateway follows isGateway unless given, and implies it.
+        is_gateway: is_gateway || is_default_gateway,
+        is_default_gateway,
         mtu,
         hairpin: conf.hairpin_mode.unwrap_or(false),
         ip_masq,
@@ -493,6 +496,20 @@ mod tests {
                 "{json}: {e:?}"
             );
         }
+    }
+
+    #[test]
+    fn gateway_flags() {
+        let base = r#"{"cniVersion":"1.0.0","name":"n","ipam":{"subnet":"10.1.0.0/24"}"#;
+        let p = plan(&format!(r#"{base},"isGateway":false}}"#)).unwrap();
+        assert!(!p.is_gateway && !p.is_default_gateway);
+        let p = plan(&format!(
+            r#"{base},"isGateway":false,"isDefaultGateway":true}}"#
+        ))
+        .unwrap();
+        assert!(p.is_gateway && p.is_default_gateway);
+        let p = plan(&format!(r#"{base},"isDefaultGateway":false}}"#)).unwrap();
+        assert!(p.is_gateway && !p.is_default_gateway);
     }
 
     #[test]

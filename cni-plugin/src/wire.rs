@@ -71,7 +71,7 @@ pub fn ensure_bridge(
     let link = match nl.link(name).map_err(kernel)? {
         Some(l) => l,
         None => {
-            match nl.add_bridge(name, Some(mtu)) {
+            match nl.add_bridge_with_mac(name, Some(mtu), Some(bridge_mac(gateways))) {
                 Ok(()) => created = true,
                 Err(e) if e.is_exists() => {}
                 Err(e) => return Err(kernel(e)),
@@ -109,6 +109,28 @@ pub fn ensure_bridge(
         }
     }
     Ok((link, created))
+}
+
+/// The bridge's fixed MAC: `0a:58` and the last four bytes of its first gateway (the
+/// convention of flannel and the reference plugins), so that the gateway's MAC never
+/// changes under the pods' ARP caches; random (locally administered) without a gateway.
+pub fn bridge_mac(gateways: &[Cidr]) -> [u8; 6] {
+    let tail: [u8; 4] = match gateways.first().map(|g| g.ip) {
+        Some(IpAddr::V4(v4)) => v4.octets(),
+        Some(IpAddr::V6(v6)) => {
+            let o = v6.octets();
+            [o[12], o[13], o[14], o[15]]
+        }
+        None => {
+            let mut b = [0u8; 4];
+            if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+                use std::io::Read;
+                let _ = f.read_exact(&mut b);
+            }
+            b
+        }
+    };
+    [0x0a, 0x58, tail[0], tail[1], tail[2], tail[3]]
 }
 
 /// Turns on forwarding in the node's namespace for the families used (a gateway
@@ -236,5 +258,13 @@ mod tests {
         assert!(is_host_veth_name(&a));
         assert!(!is_host_veth_name("veth1234"));
         assert!(!is_host_veth_name("eth0"));
+    }
+
+    #[test]
+    fn bridge_mac_comes_from_the_gateway() {
+        let gw: Cidr = "10.244.1.1/24".parse().unwrap();
+        assert_eq!(bridge_mac(&[gw]), [0x0a, 0x58, 10, 244, 1, 1]);
+        let random = bridge_mac(&[]);
+        assert_eq!(random[0] & 0x03, 0x02, "locally administered unicast");
     }
 }

@@ -285,10 +285,24 @@ impl Netlink {
 
     /// Creates a bridge (down). Fails with EEXIST when the name is taken.
     pub fn add_bridge(&mut self, name: &str, mtu: Option<u32>) -> NlResult<()> {
+        self.add_bridge_with_mac(name, mtu, None)
+    }
+
+    /// Creates a bridge (down) with a fixed hardware address: the kernel then never
+    /// changes it as ports come and go (a bridge without one takes its lowest port's).
+    pub fn add_bridge_with_mac(
+        &mut self,
+        name: &str,
+        mtu: Option<u32>,
+        mac: Option<[u8; 6]>,
+    ) -> NlResult<()> {
         let mut msg = LinkMessage::default();
         msg.attributes.push(LinkAttribute::IfName(name.to_owned()));
         if let Some(mtu) = mtu {
             msg.attributes.push(LinkAttribute::Mtu(mtu));
+        }
+        if let Some(mac) = mac {
+            msg.attributes.push(LinkAttribute::Address(mac.to_vec()));
         }
         msg.attributes
             .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(

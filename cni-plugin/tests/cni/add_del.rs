@@ -20,6 +20,8 @@ fn add_gives_pods_addresses_that_reach_the_gateway_and_each_other() {
     // The result, as the spec writes it.
     assert_eq!(r1["cniVersion"], "1.1.0");
     assert_eq!(r1["interfaces"][0]["name"], "cni0");
+    // The bridge's MAC is fixed (derived from the gateway), not its lowest port's.
+    assert_eq!(r1["interfaces"][0]["mac"], "0a:58:0a:f4:01:01");
     assert_eq!(r1["interfaces"][2]["name"], "eth0");
     assert_eq!(
         r1["interfaces"][2]["sandbox"],
@@ -37,6 +39,7 @@ fn add_gives_pods_addresses_that_reach_the_gateway_and_each_other() {
     );
     assert!(routes.contains(&json!({"dst": CLUSTER_NET})), "{routes:?}");
     assert_eq!(r2["ips"][0]["address"], "10.244.1.3/24");
+    assert_eq!(r2["interfaces"][0]["mac"], "0a:58:0a:f4:01:01");
 
     // The pod's view: lo and eth0 with its address.
     let mut links = p1.links();
