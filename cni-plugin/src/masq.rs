@@ -152,4 +152,24 @@ mod tests {
         assert!(s.contains("add element ip skein-cni pods { 10.244.3.5 : jump masq-cbr0 }"));
         assert!(!s.contains("ip6"));
     }
+
+    #[test]
+    fn ipv6_pods_get_the_ip6_table() {
+        let s = add_script(
+            "dual",
+            &["fd00:1::5".parse().unwrap()],
+            &[
+                "fd00:1::/64".parse().unwrap(),
+                "10.1.0.0/24".parse().unwrap(),
+            ],
+        );
+        assert!(s.contains("add table ip6 skein-cni"), "{s}");
+        assert!(s.contains("ip6 daddr @exempt-dual return"));
+        assert!(s.contains("{ fd00:1::/64, ff00::/8 }"));
+        assert!(s.contains("pods { fd00:1::5 : jump masq-dual }"));
+        assert!(
+            !s.contains("add table ip skein-cni"),
+            "no IPv4 pod, no IPv4 table"
+        );
+    }
 }

@@ -139,3 +139,41 @@ fn ipv4_and_ipv6_range_sets_give_dual_stack_pods() {
     assert_no_allocations(node, "dual");
     assert_no_veths(node);
 }
+
+#[test]
+fn mtu_defaults_to_the_default_route_device() {
+    let bed = bed(1, false);
+    let node = bed.node(1);
+    {
+        // Give the node an uplink MTU of 1380 and a default route through it.
+        let mut nl = skein_netns::netlink::Netlink::open_in(&node.netns).unwrap();
+        let eth0 = nl.link("eth0").unwrap().unwrap();
+        nl.set_mtu(eth0.index, 1380).unwrap();
+        nl.add_route(
+            &skein_netns::netlink::Route {
+                dst: "0.0.0.0".parse().unwrap(),
+                dst_len: 0,
+                gateway: Some("198.51.100.1".parse().unwrap()),
+                oif: Some(eth0.index),
+                link_scope: false,
+            },
+            false,
+        )
+        .unwrap();
+    }
+    let conf = json!({
+        "cniVersion": "1.1.0", "name": "mtu", "type": "skein-cni",
+        "ipam": {"subnet": "10.244.1.0/24", "dataDir": node.dirs.ipam_data_dir},
+    });
+    let pod = Pod::new(&bed, "mtu");
+    let r = cni(node, &pod.call("ADD"), &conf).ok();
+    assert_eq!(r["interfaces"][2]["mtu"], 1380, "{r}");
+    let inside = skein_netns::netlink::Netlink::open_in(pod.ns())
+        .unwrap()
+        .link("eth0")
+        .unwrap()
+        .unwrap();
+    assert_eq!(inside.mtu, 1380);
+    cni(node, &pod.call("DEL"), &conf).ok();
+    assert_no_veths(node);
+}
