@@ -182,3 +182,23 @@ fn failure_half_way_rolls_back_address_and_veth() {
     .ok();
     assert_no_veths(node);
 }
+
+#[test]
+fn failure_at_the_last_step_rolls_back_everything() {
+    // The pod is fully wired when masquerading fails (a conflicting nftables map of the
+    // same name exists in the node): ADD must undo the veth, the pod's addresses and
+    // routes (they go with the veth) and the address file.
+    let bed = bed(1, false);
+    let node = bed.node(1);
+    node.run(
+        "nft",
+        &["add table ip skein-cni; add map ip skein-cni pods { type ipv4_addr : ipv4_addr; }"],
+    )
+    .unwrap();
+    let pod = Pod::new(&bed, "late");
+    let mut conf = flannel_conf(node, "1.0.0");
+    conf["ipMasq"] = json!(true);
+    let msg = cni(node, &pod.call("ADD"), &conf).err(100);
+    assert!(msg.contains("nft"), "{msg}");
+    assert_clean(&bed, &pod);
+}
