@@ -202,3 +202,22 @@ fn failure_at_the_last_step_rolls_back_everything() {
     assert!(msg.contains("nft"), "{msg}");
     assert_clean(&bed, &pod);
 }
+
+#[test]
+fn errors_are_logged_to_the_configured_log_file_not_stdout() {
+    let bed = bed(1, false);
+    let node = bed.node(1);
+    let log = node.dirs.log_dir.join("skein-cni.log");
+    let mut conf = flannel_conf(node, "1.0.0");
+    conf["logFile"] = json!(log);
+    conf["subnetFile"] = json!(node.dirs.root.join("missing.env"));
+    let pod = Pod::new(&bed, "log");
+    let a = cni(node, &pod.call("ADD"), &conf);
+    assert!(a.stderr.is_empty(), "stderr: {}", a.stderr);
+    a.err(11);
+    let text = std::fs::read_to_string(&log).expect("log file written");
+    assert!(
+        text.contains("missing.env") && text.contains(&pod.id),
+        "{text}"
+    );
+}
