@@ -180,12 +180,6 @@ pub fn parse(stdin: &[u8]) -> CniResult<NetConf> {
     })
 }
 
-/// The version the config declares, if it is supported (for error output).
-pub fn declared_version(stdin: &[u8]) -> Option<String> {
-    let v: Value = serde_json::from_slice(stdin).ok()?;
-    v.get("cniVersion")?.as_str().map(str::to_owned)
-}
-
 /// Checks version and name.
 pub fn check_basics(conf: &NetConf) -> CniResult<(String, String)> {
     let version = conf

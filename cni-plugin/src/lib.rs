@@ -45,13 +45,22 @@ pub struct Outcome {
 
 /// Runs one invocation: environment through `get`, the config in `stdin`.
 pub fn run(get: impl Fn(&str) -> Option<String>, stdin: &[u8]) -> Outcome {
-    let declared = config::declared_version(stdin);
+    // One lenient look at the config for what error reporting needs: the version to
+    // answer in and where to log.
+    let lenient: Option<serde_json::Value> = serde_json::from_slice(stdin).ok();
+    let field = |k: &str| {
+        lenient
+            .as_ref()
+            .and_then(|v| v.get(k))
+            .and_then(|v| v.as_str())
+            .map(str::to_owned)
+    };
+    let declared = field("cniVersion");
     let out_version = declared
         .clone()
         .filter(|v| SUPPORTED_VERSIONS.contains(&v.as_str()))
         .unwrap_or_else(|| LATEST.to_owned());
-    let conf_log = config::parse(stdin).ok().and_then(|c| c.log_file);
-    let logger = log::Logger::new(conf_log.as_deref());
+    let logger = log::Logger::new(field("logFile").as_deref());
     match dispatch(&get, stdin, declared.as_deref()) {
         Ok(stdout) => Outcome {
             stdout,
