@@ -179,7 +179,11 @@ fn attach(
     // 5. Masquerade.
     if plan.ip_masq {
         done.masq = addrs.iter().map(|a| a.ip).collect();
-        masq::add(&plan.name, &done.masq, &plan.masq_exempt)?;
+        // The pod's own networks stay unmasqueraded, also when a delegated IPAM plugin
+        // chose them.
+        let mut exempt = plan.masq_exempt.clone();
+        exempt.extend(addrs.iter().map(|a| a.masked()));
+        masq::add(&plan.name, &done.masq, &exempt)?;
     }
 
     let bridge = host
