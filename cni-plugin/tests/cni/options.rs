@@ -177,3 +177,63 @@ fn mtu_defaults_to_the_default_route_device() {
     cni(node, &pod.call("DEL"), &conf).ok();
     assert_no_veths(node);
 }
+
+#[test]
+fn one_pod_on_two_networks_with_two_bridges() {
+    let bed = bed(1, false);
+    let node = bed.node(1);
+    let a = flannel_conf(node, "1.0.0");
+    let b = json!({
+        "cniVersion": "1.0.0", "name": "second", "type": "skein-cni", "bridge": "cni1",
+        "isDefaultGateway": false,
+        "ipam": {"subnet": "10.250.0.0/24", "dataDir": node.dirs.ipam_data_dir},
+    });
+    let pod = Pod::new(&bed, "multi");
+    let ra = cni(node, &pod.call("ADD"), &a).ok();
+    let net1 = Call {
+        ifname: "net1",
+        ..pod.call("ADD")
+    };
+    let rb = cni(node, &net1, &b).ok();
+    assert_eq!(rb["ips"][0]["address"], "10.250.0.2/24");
+    assert_ne!(
+        ra["interfaces"][1]["name"], rb["interfaces"][1]["name"],
+        "one host veth per interface"
+    );
+    let routes = rb["routes"].as_array().cloned().unwrap_or_default();
+    assert!(
+        routes.is_empty(),
+        "no default route on the second network: {routes:?}"
+    );
+    let mut links = pod.links();
+    links.sort();
+    assert_eq!(links, vec!["eth0", "lo", "net1"]);
+    // Both gateways answer.
+    for (gw, port) in [(GATEWAY, 7600), ("10.250.0.1", 7601)] {
+        let addr: SocketAddr = format!("{gw}:{port}").parse().unwrap();
+        let server = serve_once(node.listen_tcp(addr).unwrap());
+        ping_pong(
+            pod.connect(addr)
+                .unwrap_or_else(|e| panic!("pod reaches {addr}: {e}")),
+        );
+        server.join().unwrap().unwrap();
+    }
+    cni(
+        node,
+        &Call {
+            command: "DEL",
+            ..net1
+        },
+        &b,
+    )
+    .ok();
+    assert_eq!(pod.links().len(), 2, "DEL of net1 leaves eth0");
+    cni(node, &pod.call("DEL"), &a).ok();
+    assert_no_allocations(node, "cbr0");
+    assert_no_allocations(node, "second");
+    let left: Vec<String> = node_links(node)
+        .into_iter()
+        .filter(|l| l.starts_with("veth"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
