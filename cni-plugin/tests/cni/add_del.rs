@@ -241,3 +241,68 @@ fn on_disk_layout_is_the_same_as_reference_host_local() {
     }
     assert_no_veths(node);
 }
+
+#[test]
+fn netns_given_as_a_process_path_like_a_pause_container() {
+    // Runtimes often pass /proc/<pid>/ns/net of the sandbox's pause process.
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let bed = bed(1, false);
+    let node = bed.node(1);
+    // `unshare` without --fork execs sleep in place: the child's pid is sleep's.
+    let pause = Kill(
+        std::process::Command::new("unshare")
+            .args(["--net", "sleep", "60"])
+            .spawn()
+            .expect("start a pause process in its own netns"),
+    );
+    let path = std::path::PathBuf::from(format!("/proc/{}/ns/net", pause.0.id()));
+    // Wait until unshare has exec'ed (its netns differs from ours).
+    let ours = std::fs::metadata("/proc/self/ns/net")
+        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+        .unwrap();
+    for _ in 0..100 {
+        let ino = std::fs::metadata(&path)
+            .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+            .unwrap();
+        if ino != ours {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let id = format!("{}pause", bed.prefix());
+    let call = Call {
+        command: "ADD",
+        container_id: &id,
+        netns: Some(&path),
+        ifname: "eth0",
+        path: None,
+    };
+    let conf = flannel_conf(node, "1.0.0");
+    let r = cni(node, &call, &conf).ok();
+    assert_eq!(r["interfaces"][2]["sandbox"], path.display().to_string());
+    // The pause process's namespace holds the pod's address.
+    let ns = skein_netns::NetNs::open(&path).unwrap();
+    let addrs = skein_netns::netlink::Netlink::open_in(&ns)
+        .unwrap()
+        .addresses(None)
+        .unwrap();
+    assert!(addrs.iter().any(|a| a.addr == pod_ip(&r)), "{addrs:?}");
+    drop(ns);
+    cni(
+        node,
+        &Call {
+            command: "DEL",
+            ..call
+        },
+        &conf,
+    )
+    .ok();
+    assert_no_allocations(node, "cbr0");
+    assert_no_veths(node);
+}
