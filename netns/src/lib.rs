@@ -8,6 +8,9 @@
 //!        ├── NetNsGuard::enter(ns) switch this thread, switch back on drop
 //!        ├── ns.command("etcd")    a std Command that execs inside the namespace
 //!        └── ns.delete()           unmount and unlink the name
+//!
+//!   netlink::Netlink::open_in(&ns) ── a synchronous rtnetlink socket inside `ns`:
+//!        links (bridge, veth), addresses, routes, without `ip` or an async runtime
 //! ```
 //!
 //! Named namespaces live in `/run/netns` like `ip netns add` makes them, so `ip -n NAME`
@@ -15,6 +18,7 @@
 //! `/run/netns` into a mount point of its own, so the root namespace's mount table is
 //! exactly as it was once every namespace is deleted.
 
+pub mod netlink;
 mod sys;
 
 use std::fs::File;

@@ -1,0 +1,186 @@
+//! Benchmark: skein-cni against the reference bridge + host-local plugins, measured in
+//! the same run on the same test-bed node. Prints ADD/DEL p50/p99 over sequential pods
+//! and the wall time of concurrent ADDs, side by side, and the p50 ADD ratio.
+//!
+//! Run with `scripts/bench-cni.sh` (or `cargo bench -p skein-cni --bench cni --profile dev`).
+//! `SKEIN_CNI_BENCH_PODS` and `SKEIN_CNI_BENCH_CONCURRENT` change the counts (default 100
+//! and 20); `SKEIN_CNI_BIN` measures another skein-cni binary (a release build).
+
+#[path = "../tests/cni/driver.rs"]
+#[allow(dead_code, reason = "shared with the integration tests")]
+mod driver;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use skein_testbed::Host;
+
+use driver::{Call, Pod, answer, configure};
+
+struct Subject {
+    label: &'static str,
+    bin: PathBuf,
+    conf: Value,
+}
+
+fn spawn(node: &Host, bin: &Path, call: &Call<'_>, conf: &Value) -> Child {
+    let mut cmd = node.command(bin).expect("command in node netns");
+    configure(&mut cmd, call);
+    let mut child = cmd.spawn().expect("spawn plugin");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(conf.to_string().as_bytes())
+        .unwrap();
+    child
+}
+
+fn run(node: &Host, s: &Subject, call: &Call<'_>) -> Duration {
+    let t = Instant::now();
+    let out = spawn(node, &s.bin, call, &s.conf)
+        .wait_with_output()
+        .unwrap();
+    let took = t.elapsed();
+    let a = answer(out);
+    assert_eq!(
+        a.status, 0,
+        "{} {}: {} {}",
+        s.label, call.command, a.stdout, a.stderr
+    );
+    took
+}
+
+fn pct(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn main() {
+    let n: usize = std::env::var("SKEIN_CNI_BENCH_PODS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    let c: usize = std::env::var("SKEIN_CNI_BENCH_CONCURRENT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let ours = std::env::var("SKEIN_CNI_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| driver::skein_cni());
+
+    let bed = driver::bed(1, false);
+    let node = bed.node(1);
+    let data = node.dirs.ipam_data_dir.clone();
+    let subjects = [
+        Subject {
+            label: "reference bridge+host-local",
+            bin: PathBuf::from("/usr/lib/cni/bridge"),
+            conf: json!({
+                "cniVersion": "1.0.0", "name": "ref", "type": "bridge", "bridge": "cniref",
+                "isGateway": true, "isDefaultGateway": true, "mtu": 1450,
+                "ipam": {"type": "host-local", "subnet": "10.245.0.0/20", "dataDir": data,
+                         "routes": [{"dst": "10.245.0.0/16"}]},
+            }),
+        },
+        Subject {
+            label: "skein-cni",
+            bin: ours.clone(),
+            conf: driver::flannel_conf(node, "1.0.0"),
+        },
+    ];
+    println!(
+        "skein-cni benchmark: {n} sequential pods, {c} concurrent ADDs; skein-cni = {}",
+        ours.display()
+    );
+
+    // Warm up: bridges exist, page cache is hot.
+    for (i, s) in subjects.iter().enumerate() {
+        let pod = Pod::new(&bed, &format!("w{i}"));
+        run(node, s, &pod.call("ADD"));
+        run(node, s, &pod.call("DEL"));
+    }
+
+    // Sequential: alternate the two so that drift on a shared machine hits both alike.
+    let pods: Vec<[Pod; 2]> = (0..n)
+        .map(|i| {
+            [
+                Pod::new(&bed, &format!("r{i}")),
+                Pod::new(&bed, &format!("s{i}")),
+            ]
+        })
+        .collect();
+    let mut add = [Vec::new(), Vec::new()];
+    let mut del = [Vec::new(), Vec::new()];
+    for pair in &pods {
+        for (k, s) in subjects.iter().enumerate() {
+            add[k].push(run(node, s, &pair[k].call("ADD")));
+        }
+    }
+    for pair in &pods {
+        for (k, s) in subjects.iter().enumerate() {
+            del[k].push(run(node, s, &pair[k].call("DEL")));
+        }
+    }
+    drop(pods);
+
+    // Concurrent ADDs: wall time from the first spawn to the last exit.
+    let mut wall = [Duration::ZERO; 2];
+    for (k, s) in subjects.iter().enumerate() {
+        let pods: Vec<Pod> = (0..c)
+            .map(|i| Pod::new(&bed, &format!("c{k}x{i}")))
+            .collect();
+        let t = Instant::now();
+        let children: Vec<Child> = pods
+            .iter()
+            .map(|p| spawn(node, &s.bin, &p.call("ADD"), &s.conf))
+            .collect();
+        for ch in children {
+            let a = answer(ch.wait_with_output().unwrap());
+            assert_eq!(
+                a.status, 0,
+                "{} concurrent ADD: {} {}",
+                s.label, a.stdout, a.stderr
+            );
+        }
+        wall[k] = t.elapsed();
+        for p in &pods {
+            run(node, s, &p.call("DEL"));
+        }
+    }
+
+    for v in add.iter_mut().chain(del.iter_mut()) {
+        v.sort();
+    }
+    println!();
+    println!(
+        "{:<30} {:>28} {:>12} {:>16}",
+        "", subjects[0].label, subjects[1].label, "reference/skein"
+    );
+    let row = |what: &str, a: Duration, b: Duration| {
+        println!(
+            "{what:<30} {:>28} {:>12} {:>16}",
+            ms(a),
+            ms(b),
+            format!("x{:.2}", a.as_secs_f64() / b.as_secs_f64())
+        );
+    };
+    row("ADD p50", pct(&add[0], 0.5), pct(&add[1], 0.5));
+    row("ADD p99", pct(&add[0], 0.99), pct(&add[1], 0.99));
+    row("DEL p50", pct(&del[0], 0.5), pct(&del[1], 0.5));
+    row("DEL p99", pct(&del[0], 0.99), pct(&del[1], 0.99));
+    row(&format!("{c} concurrent ADDs (wall)"), wall[0], wall[1]);
+    let ratio = pct(&add[1], 0.5).as_secs_f64() / pct(&add[0], 0.5).as_secs_f64();
+    println!();
+    println!(
+        "p50 ADD ratio skein-cni/reference = {ratio:.2} (goal <= 0.50: {})",
+        if ratio <= 0.5 { "met" } else { "NOT met" }
+    );
+}
