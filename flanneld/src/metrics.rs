@@ -89,16 +89,18 @@ pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<(), Error>
             };
             let metrics = metrics.clone();
             tokio::spawn(async move {
-                let mut buf = vec![0u8; 2048];
-                let n = match tokio::time::timeout(
-                    std::time::Duration::from_secs(5),
-                    sock.read(&mut buf),
-                )
-                .await
-                {
-                    Ok(Ok(n)) => n,
-                    _ => return,
-                };
+                // Read the whole request head (clients may send it in pieces).
+                let mut buf = Vec::with_capacity(1024);
+                let mut chunk = [0u8; 1024];
+                let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 8192 {
+                    match tokio::time::timeout_at(deadline, sock.read(&mut chunk)).await {
+                        Ok(Ok(0)) => break,
+                        Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+                        _ => return,
+                    }
+                }
+                let n = buf.len();
                 let req = String::from_utf8_lossy(&buf[..n]);
                 let path = req.split_whitespace().nth(1).unwrap_or("");
                 let (status, ctype, body) = match path {
