@@ -3,11 +3,11 @@
 //! fabric and a hand-made kernel VXLAN pair, all measured in one run on one test bed;
 //! then convergence (lease in etcd → route on every other node) over 10 joins.
 //!
-//! Needs root, iperf3, ping, taskset, etcdctl; the flanneld binary comes from
+//! Needs root, iperf3, etcdctl; the flanneld binary comes from
 //! `$FLANNELD_BIN`. Bounded: every iperf3 run is a few seconds, every wait has a timeout.
 
-use std::io::{BufRead, BufReader};
-use std::net::Ipv4Addr;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -102,9 +102,9 @@ fn run() -> R<()> {
         addr: Ipv4Addr::new(192, 0, 2, 2),
     };
     // Wait until the overlays route (a ping gets through).
-    wait_ping(&pods[0], pods[1].addr)?;
-    wait_ping(&pods[2], pods[3].addr)?;
-    wait_ping(&vx5, vx6.addr)?;
+    wait_path(&pods[0], &pods[1], 5201)?;
+    wait_path(&pods[2], &pods[3], 5201)?;
+    wait_path(&vx5, &vx6, 5201)?;
 
     let cases: [(&str, &Host, &Host); 4] = [
         (
@@ -117,12 +117,14 @@ fn run() -> R<()> {
         ("flanneld host-gw pod-to-pod", &pods[2], &pods[3]),
     ];
     let mut rows = Vec::new();
-    for (name, a, b) in cases {
+    for (k, (name, a, b)) in cases.into_iter().enumerate() {
         let gbps = iperf(a, b)?;
-        let rtt = ping_rtt_us(a, b.addr)?;
+        let rtt = tcp_rr_us(a, b, 6000 + k as u16)?;
         rows.push((name, gbps, rtt));
     }
-    println!("\n== flanneld data path (iperf3 -t {SECONDS}, ping -c 500 pinned to CPU 0) ==");
+    println!(
+        "\n== flanneld data path (iperf3 -t {SECONDS}, TCP 1-byte round trips pinned to CPU 0) =="
+    );
     println!("{:<40} {:>12} {:>14}", "path", "TCP Gbit/s", "RTT avg (us)");
     for (name, gbps, rtt) in &rows {
         println!("{name:<40} {gbps:>12.2} {rtt:>14.1}");
@@ -318,17 +320,76 @@ fn make_pod(bed: &TestBed, i: usize, env: &(String, Ipv4Addr, u8, String)) -> R<
     Ok(pod)
 }
 
-fn wait_ping(from: &Host, to: Ipv4Addr) -> R<()> {
+/// Waits until `from` can open a TCP connection to `to` (the path routes).
+fn wait_path(from: &Host, to: &Host, port: u16) -> R<()> {
+    let addr = SocketAddr::from((to.addr, port));
+    let _listener = to.listen_tcp(addr).map_err(s)?;
+    let mut last = String::new();
     for _ in 0..100 {
-        if from
-            .run("ping", &["-c", "1", "-W", "1", &to.to_string()])
-            .is_ok()
-        {
-            return Ok(());
+        match from.connect_tcp(addr, Duration::from_secs(1)) {
+            Ok(_) => return Ok(()),
+            Err(e) => last = e.to_string(),
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    Err(format!("{} cannot ping {to}", from.name))
+    Err(format!("{} cannot reach {addr}: {last}", from.name))
+}
+
+fn pin_to_cpu0() {
+    let mut set = nix::sched::CpuSet::new();
+    if set.set(0).is_ok() {
+        let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set);
+    }
+}
+
+/// Mean TCP round trip (1-byte request, 1-byte reply), client and server pinned to
+/// CPU 0 so that cross-CPU wake-ups do not dominate.
+fn tcp_rr_us(client: &Host, server: &Host, port: u16) -> R<f64> {
+    const ROUNDS: usize = 5000;
+    let addr = SocketAddr::from((server.addr, port));
+    let listener = server.listen_tcp(addr).map_err(s)?;
+    let srv = std::thread::spawn(move || -> std::io::Result<()> {
+        pin_to_cpu0();
+        let (mut c, _) = listener.accept()?;
+        c.set_nodelay(true)?;
+        let mut b = [0u8; 1];
+        loop {
+            if c.read(&mut b)? == 0 {
+                return Ok(());
+            }
+            c.write_all(&b)?;
+        }
+    });
+    let mut c = client
+        .connect_tcp(addr, Duration::from_secs(3))
+        .map_err(s)?;
+    let took = std::thread::scope(|scope| {
+        scope
+            .spawn(|| -> std::io::Result<Duration> {
+                pin_to_cpu0();
+                c.set_nodelay(true)?;
+                c.set_read_timeout(Some(Duration::from_secs(5)))?;
+                let mut b = [1u8; 1];
+                for _ in 0..500 {
+                    c.write_all(&b)?;
+                    c.read_exact(&mut b)?;
+                }
+                let t = Instant::now();
+                for _ in 0..ROUNDS {
+                    c.write_all(&b)?;
+                    c.read_exact(&mut b)?;
+                }
+                Ok(t.elapsed())
+            })
+            .join()
+    })
+    .map_err(|_| "round-trip client panicked".to_string())?
+    .map_err(s)?;
+    drop(c);
+    srv.join()
+        .map_err(|_| "round-trip server panicked".to_string())?
+        .map_err(s)?;
+    Ok(took.as_secs_f64() * 1e6 / ROUNDS as f64)
 }
 
 fn iperf(client: &Host, server: &Host) -> R<f64> {
@@ -350,37 +411,6 @@ fn iperf(client: &Host, server: &Host) -> R<f64> {
         .as_f64()
         .map(|b| b / 1e9)
         .ok_or_else(|| format!("no throughput in iperf3 output: {out}"))
-}
-
-fn ping_rtt_us(from: &Host, to: Ipv4Addr) -> R<f64> {
-    let out = from
-        .run(
-            "taskset",
-            &[
-                "-c",
-                "0",
-                "ping",
-                "-q",
-                "-c",
-                "500",
-                "-i",
-                "0.002",
-                &to.to_string(),
-            ],
-        )
-        .map_err(s)?;
-    // rtt min/avg/max/mdev = 0.040/0.052/0.120/0.010 ms
-    let stats = out
-        .lines()
-        .find(|l| l.contains("min/avg/max"))
-        .ok_or_else(|| format!("no rtt line in: {out}"))?;
-    let avg: f64 = stats
-        .split('=')
-        .nth(1)
-        .and_then(|v| v.trim().split('/').nth(1))
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| format!("bad rtt line: {stats}"))?;
-    Ok(avg * 1000.0)
 }
 
 /// Runs a line-producing command in `host`, sending (tag, line, time read) to `tx`.
