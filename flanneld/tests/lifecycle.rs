@@ -184,3 +184,30 @@ fn accept_from(server: &skein_testbed::Host, client: &skein_testbed::Host, port:
     }
     panic!("{} could not reach {addr}: {last}", client.name);
 }
+
+#[test]
+fn bad_flags_exit_with_a_clear_error() {
+    let bed = bed(1, false);
+    put_config(&bed, VXLAN_CONFIG);
+    let cases: [(&[&str], &str); 3] = [
+        (&["--iface", "nope0"], "no interface named \"nope0\""),
+        (
+            &["--etcd-certfile", "/nonexistent.pem"],
+            "--etcd-certfile and --etcd-keyfile must be given together",
+        ),
+        (
+            &["--etcd-cafile", "/nonexistent-ca.pem"],
+            "read /nonexistent-ca.pem",
+        ),
+    ];
+    for (args, want) in cases {
+        let mut d = start_flanneld(&bed, 1, args);
+        let status = d
+            .wait_exit(Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("flanneld {args:?} kept running"));
+        assert!(!status.success());
+        let log = d.log_tail(400);
+        assert!(log.contains(want), "{args:?}: {log}");
+    }
+    assert!(!bed.node(1).dirs.subnet_file.exists());
+}

@@ -100,6 +100,18 @@ fn main() -> anyhow::Result<()> {
             .init(),
         other => bail!("--log-format {other:?}: use text or json"),
     }
+    match (&args.etcd_certfile, &args.etcd_keyfile) {
+        (Some(_), None) | (None, Some(_)) => {
+            bail!("--etcd-certfile and --etcd-keyfile must be given together")
+        }
+        _ => {}
+    }
+    for path in [&args.etcd_cafile, &args.etcd_certfile, &args.etcd_keyfile]
+        .into_iter()
+        .flatten()
+    {
+        std::fs::metadata(path).with_context(|| format!("read {}", path.display()))?;
+    }
     if args.subnet_lease_ttl < 2 {
         bail!("--subnet-lease-ttl must be at least 2 seconds");
     }

@@ -50,16 +50,18 @@ pub fn put_config(bed: &TestBed, config: &str) {
     );
 }
 
-/// Starts the built flanneld in node `i` with `--iface eth0` and the node's subnet file.
+/// Starts the built flanneld in node `i` with `--iface eth0` (unless `extra` names an
+/// interface) and the node's subnet file.
 pub fn start_flanneld(bed: &TestBed, i: usize, extra: &[&str]) -> Daemon {
     let node = bed.node(i);
     let mut cmd = node
         .command(env!("CARGO_BIN_EXE_flanneld"))
         .expect("flanneld command");
-    cmd.arg("--etcd-endpoints")
-        .arg(bed.etcd().endpoints())
-        .args(["--iface", "eth0"])
-        .arg("--subnet-file")
+    cmd.arg("--etcd-endpoints").arg(bed.etcd().endpoints());
+    if !extra.contains(&"--iface") {
+        cmd.args(["--iface", "eth0"]);
+    }
+    cmd.arg("--subnet-file")
         .arg(&node.dirs.subnet_file)
         .args(extra)
         .env("RUST_LOG", "info");
