@@ -60,34 +60,40 @@ fn run(node: &Host, s: &Subject, call: &Call<'_>) -> (Duration, Duration) {
         .unwrap()
         .read_to_string(&mut stderr)
         .unwrap();
-    let (status, cpu) = wait_with_rusage(child);
+    let (status, cpu) = rusage::wait_with_rusage(child);
     let took = t.elapsed();
     assert_eq!(status, 0, "{} {}: {stdout} {stderr}", s.label, call.command);
     (took, cpu)
 }
 
-/// Reaps `child` with wait4(2): its exit code and the CPU time of it and its children.
-fn wait_with_rusage(child: Child) -> (i32, Duration) {
-    let pid = child.id() as libc::pid_t;
-    let mut status: libc::c_int = 0;
-    let mut ru: libc::rusage = unsafe_zeroed_rusage();
-    // SAFETY: wait4 writes only into the two locals passed by pointer, which live for the
-    // call; `pid` is our own unreaped child (std's Child never waited for it).
-    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
-    assert_eq!(r, pid, "wait4: {}", std::io::Error::last_os_error());
-    std::mem::forget(child);
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    let code = if libc::WIFEXITED(status) {
-        libc::WEXITSTATUS(status)
-    } else {
-        -1
-    };
-    (code, tv(ru.ru_utime) + tv(ru.ru_stime))
-}
+/// The bench's only unsafe code: reaping a child with its resource usage.
+mod rusage {
+    use std::process::Child;
+    use std::time::Duration;
 
-fn unsafe_zeroed_rusage() -> libc::rusage {
-    // SAFETY: rusage is a plain C struct of integers, for which all-zero bytes are valid.
-    unsafe { std::mem::zeroed() }
+    /// Reaps `child` with wait4(2): its exit code and the CPU time of it and its children.
+    pub(crate) fn wait_with_rusage(child: Child) -> (i32, Duration) {
+        let pid = child.id() as libc::pid_t;
+        let mut status: libc::c_int = 0;
+        let mut ru: libc::rusage = zeroed_rusage();
+        // SAFETY: wait4 writes only into the two locals passed by pointer, which live for the
+        // call; `pid` is our own unreaped child (std's Child never waited for it).
+        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+        assert_eq!(r, pid, "wait4: {}", std::io::Error::last_os_error());
+        std::mem::forget(child);
+        let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+        let code = if libc::WIFEXITED(status) {
+            libc::WEXITSTATUS(status)
+        } else {
+            -1
+        };
+        (code, tv(ru.ru_utime) + tv(ru.ru_stime))
+    }
+
+    fn zeroed_rusage() -> libc::rusage {
+        // SAFETY: rusage is a plain C struct of integers, for which all-zero bytes are valid.
+        unsafe { std::mem::zeroed() }
+    }
 }
 
 fn pct(sorted: &[Duration], p: f64) -> Duration {
