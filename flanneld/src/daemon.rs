@@ -116,7 +116,9 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()> + 'static) ->
                 name: format!("flannel.{vni}"),
                 vni,
                 port,
-                local: public_ip,
+                // As flannel: the tunnel's source is the interface address; PublicIP
+                // (which may differ behind NAT) is what the lease announces.
+                local: uplink.addr.ip(),
                 uplink: uplink.index,
                 mtu,
                 mac: vtep_mac(public_ip, vni),
