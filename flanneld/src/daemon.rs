@@ -326,6 +326,11 @@ impl Node {
                 .set_only_address(dev.index, &format!("flannel.{vni}"), vtep)
                 .await?;
         }
+        // Rules first: the subnet file tells the CNI plugin that the node is ready.
+        if self.opts.ip_masq {
+            masq::install(self.config.network, subnet)?;
+            tracing::info!(table = masq::TABLE, "masquerade rules installed");
+        }
         SubnetFile {
             network: self.config.network,
             subnet,
@@ -334,10 +339,6 @@ impl Node {
         }
         .write(&self.opts.subnet_file)?;
         tracing::info!(%subnet, file = %self.opts.subnet_file.display(), "wrote subnet file");
-        if self.opts.ip_masq {
-            masq::install(self.config.network, subnet)?;
-            tracing::info!(table = masq::TABLE, "masquerade rules installed");
-        }
         self.metrics.has_lease.store(1, Ordering::Relaxed);
         Ok(())
     }
