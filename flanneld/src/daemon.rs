@@ -351,6 +351,12 @@ impl Node {
         let mut first = true;
         loop {
             if !first {
+                // A short pause so that a failure that repeats (say, no free subnet)
+                // cannot spin.
+                tokio::select! {
+                    _ = sleep(Duration::from_millis(500)) => {}
+                    _ = &mut *shutdown => return Ok(()),
+                }
                 let r = tokio::select! {
                     r = connect_until_up(&self.opts) => r,
                     _ = &mut *shutdown => return Ok(()),
