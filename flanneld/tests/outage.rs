@@ -106,3 +106,41 @@ fn pod_stream_keeps_flowing_through_a_20s_etcd_outage() {
         bed.adopt(d);
     }
 }
+
+#[test]
+fn a_lease_that_expires_during_an_outage_is_taken_again_with_the_same_subnet() {
+    let mut bed = bed(2, false);
+    put_config(&bed, VXLAN_CONFIG);
+    let d1 = start_flanneld(&bed, 1, &["--subnet-lease-ttl", "4"]);
+    let d2 = start_flanneld(&bed, 2, &[]);
+    let env1 = wait_subnet_file(bed.node(1), &d1);
+    let _ = wait_subnet_file(bed.node(2), &d2);
+    let etcd = bed.etcd().members[0].daemon.as_ref().expect("etcd");
+    etcd.signal(Signal::SIGSTOP);
+    std::thread::sleep(Duration::from_secs(10));
+    etcd.signal(Signal::SIGCONT);
+    bed.etcd_mut()
+        .wait_healthy(Duration::from_secs(20))
+        .expect("etcd healthy again");
+    wait_for(
+        "node1 to take its lease again",
+        Duration::from_secs(30),
+        || d1.log_tail(100).contains("lease taken again").then_some(()),
+    );
+    let value = etcdctl(
+        &bed,
+        &bed.node(2).host,
+        &["get", &env1.key(), "--print-value-only"],
+    );
+    assert!(
+        value.contains(&format!("\"PublicIP\":\"{}\"", bed.node(1).addr)),
+        "{value}"
+    );
+    assert_eq!(wait_subnet_file(bed.node(1), &d1), env1);
+    wait_for("node2's route to node1", Duration::from_secs(10), || {
+        (!route_to(bed.node(2), &env1.cidr()).is_empty()).then_some(())
+    });
+    for d in [d1, d2] {
+        bed.adopt(d);
+    }
+}
