@@ -14,12 +14,14 @@
 //!
 //! `status::pod_status` turns a runtime snapshot into a `PodStatus`; `node` builds the
 //! Node object; `logs` serves `GET /containerLogs/<namespace>/<pod>/<container>`.
-
+pub mod agent;
 pub mod backoff;
 pub mod cgroup;
 pub mod cni;
 pub mod container;
 mod error;
+pub mod logs;
+pub mod node;
 
 pub mod probe;
 pub mod probe_run;

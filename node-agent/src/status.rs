@@ -200,3 +200,278 @@ pub fn pod_status(snap: &PodSnapshot, prev: Option<&PodStatus>, now: SystemTime)
         ..Default::default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::ContainerView;
+    use crate::state::{ContainerRecord, PodRecord, RunningRecord, SandboxRecord};
+    use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    fn t(s: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + s)
+    }
+
+    fn snapshot(
+        policy: &str,
+        containers: Vec<(&str, ContainerRecord, ContainerView)>,
+    ) -> PodSnapshot {
+        let mut pod = Pod::default();
+        pod.metadata.uid = Some("u1".into());
+        pod.spec = Some(PodSpec {
+            restart_policy: Some(policy.into()),
+            containers: containers
+                .iter()
+                .map(|(n, _, _)| Container {
+                    name: (*n).into(),
+                    image: Some("img".into()),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        });
+        PodSnapshot {
+            record: PodRecord {
+                pod,
+                accepted_at: t(0),
+                sandbox: Some(SandboxRecord {
+                    id: "sb".into(),
+                    pause: crate::procfs::ProcRef {
+                        pid: 1,
+                        start_time: 1,
+                    },
+                    netns: None,
+                    ips: vec!["10.244.1.7".parse().unwrap()],
+                    network: Some("n".into()),
+                    loopback: true,
+                    created_at: t(1),
+                }),
+                containers: containers
+                    .iter()
+                    .map(|(n, r, _)| ((*n).to_owned(), r.clone()))
+                    .collect(),
+            },
+            containers: containers
+                .into_iter()
+                .map(|(n, _, v)| (n.to_owned(), v))
+                .collect::<BTreeMap<_, _>>(),
+            sandbox_error: None,
+            terminating: false,
+            node_ip: Some("198.51.100.11".parse().unwrap()),
+        }
+    }
+
+    fn running(restarts: u32) -> ContainerRecord {
+        ContainerRecord {
+            restart_count: restarts,
+            running: Some(RunningRecord {
+                id: "c1".into(),
+                proc: crate::procfs::ProcRef {
+                    pid: 5,
+                    start_time: 5,
+                },
+                started_at: t(2),
+                log: "/x".into(),
+            }),
+            last: (restarts > 0).then(|| term(137, Some(9))),
+            ..Default::default()
+        }
+    }
+
+    fn term(code: i32, signal: Option<i32>) -> Termination {
+        Termination {
+            id: "c0".into(),
+            exit_code: code,
+            signal,
+            reason: if code == 0 {
+                "Completed".into()
+            } else {
+                "Error".into()
+            },
+            message: None,
+            started_at: Some(t(1)),
+            finished_at: t(2),
+        }
+    }
+
+    fn view(ready: bool) -> ContainerView {
+        ContainerView {
+            ready,
+            started: true,
+            waiting: None,
+        }
+    }
+
+    fn cond<'a>(st: &'a PodStatus, ty: &str) -> &'a PodCondition {
+        st.conditions
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|c| c.type_ == ty)
+            .unwrap()
+    }
+
+    #[test]
+    fn running_ready_pod() {
+        let s = snapshot("Always", vec![("a", running(2), view(true))]);
+        let st = pod_status(&s, None, t(10));
+        assert_eq!(st.phase.as_deref(), Some("Running"));
+        assert_eq!(st.pod_ip.as_deref(), Some("10.244.1.7"));
+        assert_eq!(st.pod_ips.as_ref().unwrap()[0].ip, "10.244.1.7");
+        assert_eq!(st.host_ip.as_deref(), Some("198.51.100.11"));
+        assert_eq!(cond(&st, "Ready").status, "True");
+        let cs = &st.container_statuses.as_ref().unwrap()[0];
+        assert_eq!(cs.restart_count, 2);
+        assert!(cs.ready);
+        assert_eq!(cs.container_id.as_deref(), Some("skein://c1"));
+        assert_eq!(
+            cs.last_state
+                .as_ref()
+                .unwrap()
+                .terminated
+                .as_ref()
+                .unwrap()
+                .exit_code,
+            137
+        );
+    }
+
+    #[test]
+    fn unready_container_names_itself_and_keeps_transition_times() {
+        let s = snapshot(
+            "Always",
+            vec![
+                ("a", running(0), view(true)),
+                ("b", running(0), view(false)),
+            ],
+        );
+        let first = pod_status(&s, None, t(10));
+        let ready = cond(&first, "Ready");
+        assert_eq!(ready.status, "False");
+        assert_eq!(ready.reason.as_deref(), Some("ContainersNotReady"));
+        assert!(ready.message.as_ref().unwrap().contains("[b]"));
+        // Same facts later: same status, transition times kept, so no new patch.
+        let again = pod_status(&s, Some(&first), t(50));
+        assert_eq!(again, first);
+        // Flip: the Ready condition's transition time moves.
+        let s2 = snapshot(
+            "Always",
+            vec![("a", running(0), view(true)), ("b", running(0), view(true))],
+        );
+        let flipped = pod_status(&s2, Some(&first), t(60));
+        assert_eq!(cond(&flipped, "Ready").status, "True");
+        assert_eq!(
+            cond(&flipped, "Ready").last_transition_time,
+            Some(time(t(60)))
+        );
+        assert_eq!(
+            cond(&flipped, "PodScheduled").last_transition_time,
+            Some(time(t(10)))
+        );
+    }
+
+    #[test]
+    fn phases_follow_the_restart_policy() {
+        let done = |code| ContainerRecord {
+            terminated: Some(term(code, None)),
+            ..Default::default()
+        };
+        let phase = |policy, code| {
+            pod_status(
+                &snapshot(policy, vec![("a", done(code), view(false))]),
+                None,
+                t(5),
+            )
+            .phase
+            .unwrap()
+        };
+        assert_eq!(phase("Never", 0), "Succeeded");
+        assert_eq!(phase("Never", 1), "Failed");
+        assert_eq!(phase("OnFailure", 0), "Succeeded");
+        assert_eq!(phase("OnFailure", 1), "Running");
+        assert_eq!(phase("Always", 0), "Running");
+        let st = pod_status(
+            &snapshot("Never", vec![("a", done(0), view(false))]),
+            None,
+            t(5),
+        );
+        assert_eq!(cond(&st, "Ready").reason.as_deref(), Some("PodCompleted"));
+    }
+
+    #[test]
+    fn waiting_containers() {
+        let mut v = view(false);
+        v.waiting = Some(("CreateContainerConfigError".into(), "no command".into()));
+        let st = pod_status(
+            &snapshot("Always", vec![("a", ContainerRecord::default(), v)]),
+            None,
+            t(5),
+        );
+        assert_eq!(st.phase.as_deref(), Some("Pending"));
+        let w = st.container_statuses.unwrap()[0]
+            .state
+            .clone()
+            .unwrap()
+            .waiting
+            .unwrap();
+        assert_eq!(w.reason.as_deref(), Some("CreateContainerConfigError"));
+
+        let mut v = view(false);
+        v.waiting = Some(("CrashLoopBackOff".into(), "back-off 10s".into()));
+        let rec = ContainerRecord {
+            restart_count: 3,
+            terminated: Some(term(1, None)),
+            ..Default::default()
+        };
+        let st = pod_status(&snapshot("Always", vec![("a", rec, v)]), None, t(5));
+        assert_eq!(st.phase.as_deref(), Some("Running"));
+        let cs = &st.container_statuses.unwrap()[0];
+        assert_eq!(
+            cs.state
+                .as_ref()
+                .unwrap()
+                .waiting
+                .as_ref()
+                .unwrap()
+                .reason
+                .as_deref(),
+            Some("CrashLoopBackOff")
+        );
+        assert_eq!(
+            cs.last_state
+                .as_ref()
+                .unwrap()
+                .terminated
+                .as_ref()
+                .unwrap()
+                .exit_code,
+            1
+        );
+        assert_eq!(cs.restart_count, 3);
+
+        let st = pod_status(
+            &snapshot(
+                "Always",
+                vec![("a", ContainerRecord::default(), view(false))],
+            ),
+            None,
+            t(5),
+        );
+        let w = st.container_statuses.unwrap()[0]
+            .state
+            .clone()
+            .unwrap()
+            .waiting
+            .unwrap();
+        assert_eq!(w.reason.as_deref(), Some("ContainerCreating"));
+    }
+
+    #[test]
+    fn terminating_pod_is_not_ready() {
+        let mut s = snapshot("Always", vec![("a", running(0), view(true))]);
+        s.terminating = true;
+        assert_eq!(cond(&pod_status(&s, None, t(5)), "Ready").status, "False");
+    }
+}

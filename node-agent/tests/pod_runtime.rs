@@ -692,3 +692,73 @@ fn host_network_pod_skips_cni() {
             .unwrap();
     });
 }
+
+async fn http_get_async(addr: SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+#[test]
+fn log_endpoint_serves_current_and_previous_container_logs() {
+    let env = env();
+    env.run(async {
+        let rt = PodRuntime::start(env.cfg.clone()).await.unwrap();
+        let script = "echo line1; echo line2; echo line3; sleep 600";
+        let p = pod(
+            "talker",
+            vec![container("main", &["/bin/sh", "-c", script])],
+        );
+        rt.apply(p.clone()).unwrap();
+        running_ip(&rt, &p).await;
+        let listener = tokio::net::TcpListener::bind("198.51.100.11:0")
+            .await
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let router = skein_node_agent::logs::router(rt.clone());
+        let server = tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        let url = "/containerLogs/default/talker/main";
+        let resp = wait_for_async(|| http_get_async(addr, url), |r| r.contains("line3")).await;
+        assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+        assert!(resp.ends_with("line1\nline2\nline3\n"), "{resp}");
+        let tail = http_get_async(addr, &format!("{url}?tailLines=1")).await;
+        assert!(tail.ends_with("\r\n\r\nline3\n"), "{tail}");
+        let missing = http_get_async(addr, "/containerLogs/default/talker/nope").await;
+        assert!(
+            missing.starts_with("HTTP/1.1 404") && missing.contains("\"nope\""),
+            "{missing}"
+        );
+        let prev = http_get_async(addr, &format!("{url}?previous=true")).await;
+        assert!(
+            prev.starts_with("HTTP/1.1 404"),
+            "no previous instance yet: {prev}"
+        );
+        let follow = http_get_async(addr, &format!("{url}?follow=true")).await;
+        assert!(follow.starts_with("HTTP/1.1 400"), "{follow}");
+        server.abort();
+        rt.delete(&uid_of(&p), Duration::from_secs(2))
+            .await
+            .unwrap();
+    });
+}
+
+async fn wait_for_async<F, Fut>(mut get: F, ok: impl Fn(&str) -> bool) -> String
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = String>,
+{
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = get().await;
+        if ok(&r) {
+            return r;
+        }
+        assert!(Instant::now() < deadline, "timed out; last response: {r}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
