@@ -49,6 +49,18 @@ pub struct SandboxRecord {
     pub loopback: bool,
     /// When the sandbox became ready.
     pub created_at: SystemTime,
+    /// How long making it took, step by step.
+    #[serde(default)]
+    pub setup: SetupTimes,
+}
+
+/// Time spent making a sandbox (for benchmarks and operators).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetupTimes {
+    /// Starting the pause process and mounting its netns.
+    pub pause: std::time::Duration,
+    /// CNI ADD of the loopback and pod networks.
+    pub cni_add: std::time::Duration,
 }
 
 /// A container's life so far.

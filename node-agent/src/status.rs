@@ -247,6 +247,7 @@ mod tests {
                     network: Some("n".into()),
                     loopback: true,
                     created_at: t(1),
+                    setup: Default::default(),
                 }),
                 containers: containers
                     .iter()

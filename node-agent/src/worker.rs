@@ -28,7 +28,7 @@ use crate::probe_run::{self, ProbeTarget};
 
 use crate::runtime::{ContainerView, PodSnapshot, Shared};
 use crate::sandbox;
-use crate::state::{PodRecord, RunningRecord, SandboxRecord, StateDir, Termination};
+use crate::state::{PodRecord, RunningRecord, SandboxRecord, SetupTimes, StateDir, Termination};
 
 /// Messages to a worker.
 pub(crate) enum Cmd {
@@ -561,6 +561,7 @@ impl Worker {
         let spec = self.rec.pod.spec.clone().unwrap_or_default();
         let host_network = spec.host_network.unwrap_or(false);
         let id = random_id();
+        let t0 = Instant::now();
         let started = sandbox::start(
             &self.shared.cfg.pause_exe,
             &sandbox::SandboxSpec {
@@ -579,7 +580,12 @@ impl Worker {
             network: None,
             loopback: false,
             created_at: SystemTime::now(),
+            setup: SetupTimes {
+                pause: t0.elapsed(),
+                cni_add: Duration::ZERO,
+            },
         };
+        let t1 = Instant::now();
         if host_network {
             record.ips = self.shared.cfg.node_ip.into_iter().collect();
         } else if let Err(e) = self.attach(&mut record).await {
@@ -588,6 +594,8 @@ impl Worker {
             }
             return Err(e);
         }
+        record.setup.cni_add = t1.elapsed();
+        record.created_at = SystemTime::now();
         tracing::info!(pod = %self.key, sandbox = %id, pause = record.pause.pid, ips = ?record.ips, "sandbox ready");
         self.rec.sandbox = Some(record);
         self.dirty = true;
