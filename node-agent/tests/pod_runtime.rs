@@ -588,7 +588,13 @@ fn agent_restart_readopts_pods_and_rebuilds_broken_sandboxes() {
             pid_of(&rt, &keep, "web")
         })
         .await;
-        let keep_pause = snap(&rt, &keep).record.sandbox.unwrap().pause;
+        let keep_sb = snap(&rt, &keep).record.sandbox.unwrap();
+        let keep_pause = keep_sb.pause;
+        let keep_netns = keep_sb.netns.unwrap();
+        wait_for("web server answers", Duration::from_secs(20), || {
+            http_get_in(&keep_netns, SocketAddr::new(keep_ip, 8080), "/marker.txt").ok()
+        })
+        .await;
         let broken_sb = snap(&rt, &broken).record.sandbox.unwrap();
 
         // The agent goes away; its pods stay.
