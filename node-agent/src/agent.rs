@@ -74,7 +74,7 @@ pub async fn run(
 ) -> Result<()> {
     let rt = PodRuntime::start(cfg.runtime.clone()).await?;
     let facts = node_facts(&cfg).await?;
-    register(&client, &facts).await?;
+    register(&client, &facts, &cfg.runtime.cni_conf_dir).await?;
     tracing::info!(node = %cfg.node_name, pod_cidr = ?facts.pod_cidr, "node registered");
 
     let listener = tokio::net::TcpListener::bind(cfg.log_addr)
@@ -136,13 +136,29 @@ async fn node_facts(cfg: &AgentConfig) -> Result<NodeFacts> {
 }
 
 /// Creates the Node, or updates labels, podCIDR (when unset) and status of an existing one.
-async fn register(client: &kube::Client, f: &NodeFacts) -> Result<()> {
+async fn register(
+    client: &kube::Client,
+    f: &NodeFacts,
+    cni_conf_dir: &std::path::Path,
+) -> Result<()> {
     let nodes: Api<Node> = Api::all(client.clone());
     let now = SystemTime::now();
     match nodes.get_opt(&f.name).await? {
         None => {
             nodes
-                .create(&PostParams::default(), &node::node_object(f, now))
+                .create(
+                    &PostParams::default(),
+                    &node::node_object(
+                        f,
+                        &node::Readiness {
+                            network_error: crate::cni::load_dir(cni_conf_dir)
+                                .err()
+                                .map(|e| e.to_string()),
+                            since: now,
+                        },
+                        now,
+                    ),
+                )
                 .await?;
         }
         Some(existing) => {
@@ -160,22 +176,39 @@ async fn register(client: &kube::Client, f: &NodeFacts) -> Result<()> {
                 .await?;
         }
     }
-    let st = json!({"status": node::node_status(f, now, now)});
-    nodes
-        .patch_status(&f.name, &PatchParams::default(), &Patch::Merge(&st))
-        .await?;
+    // The heartbeat posts the status (with the network's readiness) right after.
     Ok(())
 }
 
 async fn heartbeat(client: kube::Client, f: NodeFacts, cfg: AgentConfig) {
     let leases: Api<Lease> = Api::namespaced(client.clone(), LEASE_NAMESPACE);
     let nodes: Api<Node> = Api::all(client);
-    let ready_since = SystemTime::now();
+    let mut ready: Option<node::Readiness> = None;
     loop {
         if let Err(e) = renew_lease(&leases, &nodes, &f.name, cfg.lease_duration).await {
             tracing::warn!(error = %e, "renew node lease");
         }
-        let st = json!({"status": node::node_status(&f, ready_since, SystemTime::now())});
+        let network_error = crate::cni::load_dir(&cfg.runtime.cni_conf_dir)
+            .err()
+            .map(|e| e.to_string());
+        let changed = ready
+            .as_ref()
+            .is_none_or(|r| r.network_error.is_some() != network_error.is_some());
+        if changed {
+            match &network_error {
+                None => tracing::info!("pod network configured; node is Ready"),
+                Some(e) => tracing::warn!(error = %e, "pod network not ready; node is NotReady"),
+            }
+        }
+        let since = match &ready {
+            Some(r) if !changed => r.since,
+            _ => SystemTime::now(),
+        };
+        let r = ready.insert(node::Readiness {
+            network_error,
+            since,
+        });
+        let st = json!({"status": node::node_status(&f, r, SystemTime::now())});
         if let Err(e) = nodes
             .patch_status(&f.name, &PatchParams::default(), &Patch::Merge(&st))
             .await

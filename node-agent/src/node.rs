@@ -109,9 +109,21 @@ fn go_arch() -> &'static str {
     }
 }
 
-/// The node's status: capacity, addresses, Ready condition (True while the agent runs),
-/// node info.
-pub fn node_status(f: &NodeFacts, ready_since: SystemTime, now: SystemTime) -> NodeStatus {
+/// Whether the node can run pods: `network_error` is why the pod network is not ready
+/// (no usable CNI config), `since` when that last changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Readiness {
+    /// None when the network is ready.
+    pub network_error: Option<String>,
+    /// Last transition of the Ready condition.
+    pub since: SystemTime,
+}
+
+/// The node's status: capacity, addresses, Ready condition (True while the agent runs
+/// and the pod network is configured; False with reason NetworkPluginNotReady, as the
+/// kubelet reports it, while no CNI config is usable), node info.
+pub fn node_status(f: &NodeFacts, ready: &Readiness, now: SystemTime) -> NodeStatus {
+    let ready_since = ready.since;
     let cap = BTreeMap::from([
         ("cpu".to_owned(), Quantity(f.cpu.clone())),
         ("memory".to_owned(), Quantity(f.memory.clone())),
@@ -161,13 +173,24 @@ pub fn node_status(f: &NodeFacts, ready_since: SystemTime, now: SystemTime) -> N
                 "kubelet has sufficient PID available",
                 ready_since,
             ),
-            cond(
-                "Ready",
-                "True",
-                "KubeletReady",
-                "skein-agent is posting ready status",
-                ready_since,
-            ),
+            match &ready.network_error {
+                None => cond(
+                    "Ready",
+                    "True",
+                    "KubeletReady",
+                    "skein-agent is posting ready status",
+                    ready_since,
+                ),
+                Some(e) => cond(
+                    "Ready",
+                    "False",
+                    "KubeletNotReady",
+                    &format!(
+                        "container runtime network not ready: NetworkReady=false reason:NetworkPluginNotReady message:{e}"
+                    ),
+                    ready_since,
+                ),
+            },
         ]),
         daemon_endpoints: Some(NodeDaemonEndpoints {
             kubelet_endpoint: Some(DaemonEndpoint {
@@ -195,8 +218,9 @@ pub fn node_status(f: &NodeFacts, ready_since: SystemTime, now: SystemTime) -> N
     }
 }
 
-/// The Node object to create at registration.
-pub fn node_object(f: &NodeFacts, now: SystemTime) -> Node {
+/// The Node object to create at registration (its status is replaced by the first
+/// heartbeat).
+pub fn node_object(f: &NodeFacts, ready: &Readiness, now: SystemTime) -> Node {
     let mut n = Node::default();
     n.metadata.name = Some(f.name.clone());
     n.metadata.labels = Some(labels(f));
@@ -205,7 +229,7 @@ pub fn node_object(f: &NodeFacts, now: SystemTime) -> Node {
         pod_cidrs: f.pod_cidr.clone().map(|c| vec![c]),
         ..Default::default()
     });
-    n.status = Some(node_status(f, now, now));
+    n.status = Some(node_status(f, ready, now));
     n
 }
 
@@ -250,7 +274,11 @@ mod tests {
     #[test]
     fn node_object_has_what_the_scheduler_and_proxy_read() {
         let now = SystemTime::now();
-        let n = node_object(&facts(), now);
+        let ready = Readiness {
+            network_error: None,
+            since: now,
+        };
+        let n = node_object(&facts(), &ready, now);
         let l = n.metadata.labels.unwrap();
         assert_eq!(l["kubernetes.io/hostname"], "node1");
         assert_eq!(l["zone"], "a");
@@ -277,6 +305,24 @@ mod tests {
             st.daemon_endpoints.unwrap().kubelet_endpoint.unwrap().port,
             10250
         );
+    }
+
+    #[test]
+    fn missing_cni_config_makes_the_node_not_ready() {
+        let now = SystemTime::now();
+        let r = Readiness {
+            network_error: Some("no network configuration".into()),
+            since: now,
+        };
+        let st = node_status(&facts(), &r, now);
+        let ready = st
+            .conditions
+            .unwrap()
+            .into_iter()
+            .find(|c| c.type_ == "Ready")
+            .unwrap();
+        assert_eq!(ready.status, "False");
+        assert!(ready.message.unwrap().contains("NetworkPluginNotReady"));
     }
 
     #[test]

@@ -267,7 +267,9 @@ impl Worker {
                     self.sandbox_error = Some(e.to_string());
                     let delay = self.shared.cfg.backoff.delay(self.sandbox_attempts + 1);
                     self.sandbox_attempts += 1;
-                    self.next_sandbox_try = Instant::now() + delay.max(Duration::from_secs(1));
+                    // Retried soon: the usual cause (no CNI config yet) clears by itself.
+                    self.next_sandbox_try = Instant::now()
+                        + delay.clamp(Duration::from_secs(1), Duration::from_secs(5));
                     return;
                 }
             }

@@ -251,6 +251,18 @@ struct Fixture {
 }
 
 impl Fixture {
+    fn write_cni_conf(&self) {
+        let d = &self.bed.node(1).dirs;
+        let conf = json!({"cniVersion":"1.0.0","name":"agent-test","plugins":[
+            {"type":"bridge","bridge":"cni0","isGateway":true,
+             "ipam":{"type":"host-local","ranges":[[{"subnet":"10.244.1.0/24"}]],"dataDir": d.ipam_data_dir}}]});
+        std::fs::write(
+            d.cni_conf_dir.join("10-agent-test.conflist"),
+            conf.to_string(),
+        )
+        .unwrap();
+    }
+
     fn start_agent(&self) -> Daemon {
         let d = &self.bed.node(1).dirs;
         let mut cmd = self
@@ -311,14 +323,6 @@ fn fixture() -> Fixture {
     .unwrap();
     let d = &bed.node(1).dirs;
     std::fs::write(d.subnet_file.clone(), "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.1.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n").unwrap();
-    let conf = json!({"cniVersion":"1.0.0","name":"agent-test","plugins":[
-        {"type":"bridge","bridge":"cni0","isGateway":true,
-         "ipam":{"type":"host-local","ranges":[[{"subnet":"10.244.1.0/24"}]],"dataDir": d.ipam_data_dir}}]});
-    std::fs::write(
-        d.cni_conf_dir.join("10-agent-test.conflist"),
-        conf.to_string(),
-    )
-    .unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -377,8 +381,18 @@ fn agent_registers_runs_reports_restarts_and_deletes_through_the_api() {
     let www_s = www.path().display().to_string();
     let mut agent = fx.start_agent();
 
-    // Registration and heartbeat.
-    let node = fx.wait("node registered with status", &agent, |s| {
+    // Registration; NotReady until the pod network has a CNI config.
+    let msg = fx.wait("node registered NotReady", &agent, |s| {
+        let n = s.nodes.get("node1")?;
+        let c = n["status"]["conditions"]
+            .as_array()?
+            .iter()
+            .find(|c| c["type"] == "Ready")?;
+        (c["status"] == "False").then(|| c["message"].as_str().unwrap_or("").to_owned())
+    });
+    assert!(msg.contains("NetworkPluginNotReady"), "{msg}");
+    fx.write_cni_conf();
+    let node = fx.wait("node Ready", &agent, |s| {
         s.nodes
             .get("node1")
             .filter(|n| cond(n, "Ready").as_deref() == Some("True"))

@@ -513,7 +513,11 @@ fn delete_removes_processes_ipam_namespaces_and_state() {
         // A container that ignores SIGTERM: SIGKILL after the grace period ends it.
         let c = container(
             "stubborn",
-            &["/bin/sh", "-c", "trap '' TERM; sleep 600 & wait; sleep 600"],
+            &[
+                "/bin/sh",
+                "-c",
+                "trap '' TERM; echo trapped; sleep 600 & wait; sleep 600",
+            ],
         );
         let p = pod("doomed", vec![c]);
         rt.apply(p.clone()).unwrap();
@@ -536,6 +540,16 @@ fn delete_removes_processes_ipam_namespaces_and_state() {
         assert_eq!(env.ipam_ips().len(), 1);
         let ino = skein_netns::NetNs::open(&netns).unwrap().inode().unwrap();
 
+        let log = s.record.containers["stubborn"]
+            .running
+            .as_ref()
+            .unwrap()
+            .log
+            .clone();
+        wait_for("SIGTERM trap installed", Duration::from_secs(10), || {
+            log_text(&log).contains("trapped").then_some(())
+        })
+        .await;
         let started = Instant::now();
         rt.delete(&uid_of(&p), Duration::from_secs(1))
             .await
