@@ -290,9 +290,32 @@ fn pods_get_ips_hostnames_and_talk_tcp() {
         assert_eq!(results.iter().filter(|n| n.starts_with("cni-loopback-")).count(), 2, "{results:?}");
         assert_eq!(env.ipam_ips().len(), 2);
 
+        // CHECK with the cached result passes against the real bridge plugin, and fails
+        // once the pod's interface is gone.
+        let cni = skein_node_agent::cni::Cni {
+            bin_dirs: env.cfg.cni_bin_dirs.clone(),
+            cache_dir: env.cfg.state_dir.join("cni"),
+        };
+        let list = skein_node_agent::cni::load_dir(&env.cfg.cni_conf_dir).unwrap();
+        let sb = snap(&rt, &server).record.sandbox.unwrap();
+        let att = skein_node_agent::cni::Attachment {
+            container_id: sb.id.clone(),
+            netns: netns.clone(),
+            ifname: "eth0".into(),
+            args: vec![("IgnoreUnknown".into(), "1".into())],
+            capability_args: Default::default(),
+        };
+        cni.check(&list, &att).await.unwrap();
+        let ns = skein_netns::NetNs::open(&netns).unwrap();
+        let out = ns.command("ip").unwrap().args(["link", "del", "eth0"]).status().unwrap();
+        assert!(out.success());
+        let e = cni.check(&list, &att).await.unwrap_err().to_string();
+        assert!(e.contains("CHECK"), "{e}");
+
         for p in [&server, &client] {
             rt.delete(&uid_of(p), Duration::from_secs(2)).await.unwrap();
         }
+        assert!(env.ipam_ips().is_empty(), "{:?}", env.ipam_ips());
     });
 }
 
