@@ -504,5 +504,27 @@ fn agent_registers_runs_reports_restarts_and_deletes_through_the_api() {
         "agent still running; log:\n{}",
         agent.log_tail(30)
     );
+
+    // A pod removed from the API while the agent was down is stopped at the next start.
+    fx.store
+        .lock()
+        .unwrap()
+        .put_pod(pod_json("orphan", "uid-orphan", &www_s), "ADDED");
+    let orphan_state = fx
+        .bed
+        .node(1)
+        .dirs
+        .root
+        .join("agent/pods/uid-orphan/state.json");
+    fx.wait("orphan running", &agent, |s| {
+        (s.pods.get("default/orphan")?["status"]["phase"] == "Running").then_some(())
+    });
+    agent.stop();
+    assert!(orphan_state.exists());
+    fx.store.lock().unwrap().pods.remove("default/orphan");
+    let mut agent = fx.start_agent();
+    fx.wait("orphan stopped and removed", &agent, |_| {
+        (!orphan_state.exists()).then_some(())
+    });
     agent.stop();
 }
