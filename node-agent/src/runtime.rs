@@ -229,6 +229,7 @@ impl PodRuntime {
             accepted_at: std::time::SystemTime::now(),
             sandbox: None,
             containers: BTreeMap::new(),
+            finished: None,
         };
         self.shared.state.save(&uid, &rec)?;
         self.spawn_worker(uid, rec);

@@ -30,6 +30,10 @@ pub struct PodRecord {
     pub sandbox: Option<SandboxRecord>,
     /// Per container (by name).
     pub containers: BTreeMap<String, ContainerRecord>,
+    /// The pod reached Succeeded or Failed and its sandbox was released; these were its
+    /// IPs (still reported, as the kubelet does).
+    #[serde(default)]
+    pub finished: Option<Vec<IpAddr>>,
 }
 
 /// A pod sandbox: the pause process and its network attachment.

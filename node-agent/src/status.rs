@@ -178,12 +178,11 @@ pub fn pod_status(snap: &PodSnapshot, prev: Option<&PodStatus>, now: SystemTime)
         ),
         cond("PodScheduled", true, None, None),
     ];
-    let ips: Vec<String> = snap
-        .record
-        .sandbox
-        .as_ref()
-        .map(|sb| sb.ips.iter().map(|i| i.to_string()).collect())
-        .unwrap_or_default();
+    let ips: Vec<String> = match (&snap.record.sandbox, &snap.record.finished) {
+        (Some(sb), _) => sb.ips.iter().map(|i| i.to_string()).collect(),
+        (None, Some(ips)) => ips.iter().map(|i| i.to_string()).collect(),
+        (None, None) => Vec::new(),
+    };
     let host_ip = snap.node_ip.map(|i| i.to_string());
     PodStatus {
         phase: Some(phase.to_owned()),
@@ -253,6 +252,7 @@ mod tests {
                     .iter()
                     .map(|(n, r, _)| ((*n).to_owned(), r.clone()))
                     .collect(),
+                finished: None,
             },
             containers: containers
                 .into_iter()

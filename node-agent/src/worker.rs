@@ -236,7 +236,7 @@ impl Worker {
     }
 
     async fn sync(&mut self) {
-        if self.terminating {
+        if self.terminating || self.rec.finished.is_some() {
             return;
         }
         // 1. The sandbox.
@@ -298,6 +298,10 @@ impl Worker {
             }
             self.maybe_start(&c, policy.as_deref());
         }
+        if self.all_done(policy.as_deref()) {
+            self.finish().await;
+            return;
+        }
         // 3. Probes, all at once.
         if probe_jobs.is_empty() {
             return;
@@ -340,6 +344,37 @@ impl Worker {
                 l.killing = Some(Instant::now());
             }
         }
+    }
+
+    /// Every container has terminated for good under the restart policy.
+    fn all_done(&self, policy: Option<&str>) -> bool {
+        let spec = self.spec_containers();
+        !spec.is_empty()
+            && spec.iter().all(|c| {
+                self.rec.containers.get(&c.name).is_some_and(|r| {
+                    r.running.is_none()
+                        && r.terminated
+                            .as_ref()
+                            .is_some_and(|t| !crate::backoff::should_restart(policy, t.exit_code))
+                })
+            })
+    }
+
+    /// A finished pod (Succeeded/Failed) gives its sandbox and IP back, as the kubelet
+    /// does; the record stays until the pod is deleted.
+    async fn finish(&mut self) {
+        let ips = self
+            .rec
+            .sandbox
+            .as_ref()
+            .map(|sb| sb.ips.clone())
+            .unwrap_or_default();
+        tracing::info!(pod = %self.key, "all containers finished; releasing the sandbox");
+        for e in self.teardown_sandbox().await {
+            tracing::warn!(pod = %self.key, error = %e, "release sandbox of finished pod");
+        }
+        self.rec.finished = Some(ips);
+        self.dirty = true;
     }
 
     /// SIGKILL a container whose grace period after a probe kill ran out.

@@ -419,6 +419,21 @@ fn restart_policy_never_and_exit_codes_set_the_phase() {
             "Running",
             "OnFailure keeps restarting a failing container"
         );
+        // A finished pod gives back its sandbox and IP but still reports the IP.
+        wait_for("job-ok sandbox released", Duration::from_secs(10), || {
+            snap(&rt, &ok).record.finished.clone()
+        })
+        .await;
+        assert!(snap(&rt, &ok).record.sandbox.is_none());
+        assert_eq!(
+            env.ipam_ips().len(),
+            2,
+            "bad and no-command still hold IPs: {:?}",
+            env.ipam_ips()
+        );
+        let st = status::pod_status(&snap(&rt, &ok), None, std::time::SystemTime::now());
+        assert!(st.pod_ip.is_some_and(|ip| ip.starts_with("10.244.1.")));
+        assert_eq!(st.phase.as_deref(), Some("Succeeded"));
         let st = status::pod_status(&snap(&rt, &nocmd), None, std::time::SystemTime::now());
         assert_eq!(st.phase.as_deref(), Some("Pending"));
         let w = st.container_statuses.unwrap()[0]
