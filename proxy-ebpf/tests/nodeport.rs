@@ -210,3 +210,64 @@ fn streams_survive_scaling_and_a_proxy_restart() {
     assert_eq!(s2.ping(100), w2);
     assert_eq!(s1.ping(100), w1);
 }
+
+#[test]
+fn udp_nodeport_external_ips_and_client_ip_affinity_at_tc() {
+    let mut c = Cluster::start(2);
+    let mut eps = Vec::new();
+    for (i, j) in [(1, 1), (1, 2), (2, 1)] {
+        let p = c.add_pod(i, j);
+        let addr = SocketAddr::from((c.pods[p].ip, 8080));
+        serve_udp(&c.pods[p].netns, addr, &format!("n{i}b{j}"));
+        serve_tcp(&c.pods[p].netns, addr, &format!("n{i}b{j}"));
+        eps.push((c.pods[p].ip, i));
+    }
+    let ext = Ipv4Addr::new(203, 0, 113, 7);
+    let mut udp = service("dns", Some(VIP), 53, "UDP", Some(30053), &eps, 8080);
+    udp["external_ips"] = json!([ext]);
+    let mut sticky = service(
+        "sticky",
+        Some(Ipv4Addr::new(10, 96, 0, 22)),
+        80,
+        "TCP",
+        Some(30200),
+        &eps,
+        8080,
+    );
+    sticky["session_affinity_timeout"] = json!(60);
+    let set = json!({"services": [udp, sticky]});
+    for i in 1..=2 {
+        c.apply(i, &set);
+    }
+
+    // UDP through both nodes: answers come back from the address the client sent to.
+    for node in 1..=2 {
+        let lines = c.outside_client(&["udp", &node_ip(node).to_string(), "30053", "20"]);
+        for l in &lines {
+            assert!(!l.starts_with("ERR"), "node{node}: {lines:?}");
+            assert!(l.ends_with(&format!(" {}:30053", node_ip(node))), "{l}");
+        }
+    }
+    // An externalIP routed to node2 by the outside network.
+    c.bed
+        .outside()
+        .run(
+            "ip",
+            &["route", "add", &format!("{ext}/32"), "via", "198.51.100.12"],
+        )
+        .unwrap();
+    let lines = c.outside_client(&["udp", &ext.to_string(), "53", "10"]);
+    for l in &lines {
+        assert!(l.ends_with(" 203.0.113.7:53"), "{lines:?}");
+    }
+
+    // ClientIP affinity: every new flow from the outside client lands on one backend.
+    let lines = c.outside_client(&["tcp", "198.51.100.11", "30200", "30"]);
+    let mut who: Vec<&str> = lines
+        .iter()
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    who.dedup();
+    assert_eq!(who.len(), 1, "{lines:?}");
+    assert_ne!(who[0], "ERR", "{lines:?}");
+}
