@@ -6,5 +6,5 @@
 # SKEIN_BENCH_SIZES=100,1000 limits the Service counts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build -q -p skein-proxy --example proxy_bench
+cargo build -q -p skein-proxy --bins --example proxy_bench
 exec ./target/debug/examples/proxy_bench

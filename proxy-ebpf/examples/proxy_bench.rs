@@ -8,14 +8,18 @@
 //!    the first and the last of 100 / 1,000 / 10,000 Services, next to skein-proxy with
 //!    the same number of Services loaded;
 //! 3. time from a Service change reaching the reconciler to its BPF map entry being
-//!    present, p50/p99, with 100 / 1,000 / 10,000 Services loaded (the API server leg is
-//!    not included: the API server is not on main yet).
+//!    present, p50/p99, with 100 / 1,000 / 10,000 Services loaded;
+//! 4. the same through the running daemon: a Service created, or an EndpointSlice
+//!    changed, in an API (the stand-in of tests/fake_api, as the real API server is not on
+//!    main yet) until the BPF map entry is present, with 10,000 Services loaded.
 //!
 //! Clients run as a child of this binary (`client` mode) inside a pod namespace, pinned
 //! to one CPU together with the backend server, so wake-ups do not cross CPUs.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "../tests/fake_api/mod.rs"]
+mod fake_api;
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -335,5 +339,122 @@ fn bench(sizes: &[usize]) {
         let (p50, p99) = sync_latency(&cfg.pin_dir, n, ip1);
         println!("   {:>6}  {:>8} {:>8}", n, p50, p99);
     }
-    skein_proxy::datapath::cleanup(&cfg.pin_dir).unwrap();
+    println!();
+    let n = *sizes.iter().max().unwrap_or(&100);
+    println!(
+        "4. API change -> BPF map entry present, through the daemon's watchers, {n} Services loaded, µs"
+    );
+    daemon_latency(&c, n, ip1);
+    let _ = skein_proxy::datapath::cleanup(&cfg.pin_dir);
+}
+
+fn api_service(i: usize) -> serde_json::Value {
+    fake_api::service(
+        &format!("svc{i}"),
+        &vip(i).to_string(),
+        serde_json::json!([{"name": "p", "port": 80, "targetPort": 8080, "protocol": "TCP"}]),
+    )
+}
+
+fn api_slice(i: usize, backend: Ipv4Addr, port: u16) -> serde_json::Value {
+    fake_api::slice(
+        &format!("svc{i}"),
+        &[(backend.to_string(), "node1")],
+        serde_json::json!([{"name": "p", "port": port, "protocol": "TCP"}]),
+    )
+}
+
+fn percentiles(mut v: Vec<u128>) -> (u128, u128) {
+    v.sort_unstable();
+    (v[v.len() / 2], v[(v.len() * 99 / 100).min(v.len() - 1)])
+}
+
+fn daemon_latency(c: &Cluster, n: usize, backend: Ipv4Addr) {
+    let listener: TcpListener = c
+        .bed
+        .node(1)
+        .in_netns(|| TcpListener::bind("127.0.0.1:0"))
+        .unwrap()
+        .unwrap();
+    let api = fake_api::FakeApi::serve(listener);
+    for i in 0..n {
+        api.put_service(api_service(i));
+        api.put_slice(api_slice(i, backend, 8080));
+    }
+    let exe = std::env::current_exe().unwrap();
+    let proxy = exe.parent().unwrap().parent().unwrap().join("skein-proxy");
+    let mut cmd = c.bed.node(1).command(&proxy).unwrap();
+    cmd.args([
+        "--node-name",
+        "node1",
+        "--metrics-port",
+        "0",
+        "--cleanup",
+        "--api-server",
+    ])
+    .arg(format!("http://{}", api.addr))
+    .arg("--pin-dir")
+    .arg(c.pin_dir(1))
+    .arg("--cgroup-root")
+    .arg(c.cgroup(1));
+    let log = c.bed.node(1).dirs.log_dir.join("bench-daemon.log");
+    let mut daemon = skein_testbed::Daemon::spawn("skein-proxy", cmd, &log).unwrap();
+    let t = Instant::now();
+    let last = SvcKey::new(vip(n - 1), 80, PROTO_TCP, SCOPE_CLUSTER);
+    let maps = loop {
+        if let Ok(m) = BpfMaps::open(&c.pin_dir(1))
+            && m.backend(&last, 0).is_some_and(|b| b.port() == 8080)
+        {
+            break m;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "daemon did not sync: {}",
+            daemon.log_tail(20)
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    println!(
+        "   initial list + full resync of {n} Services: {} ms",
+        t.elapsed().as_millis()
+    );
+    let wait = |f: &dyn Fn() -> bool| {
+        let t = Instant::now();
+        while !f() {
+            assert!(t.elapsed() < Duration::from_secs(10), "change not applied");
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        t.elapsed().as_micros()
+    };
+    let mut slice_lat = Vec::new();
+    for k in 0..200 {
+        let i = (k * 7919) % n;
+        let port = 9000 + k as u16;
+        let key = SvcKey::new(vip(i), 80, PROTO_TCP, SCOPE_CLUSTER);
+        let t = Instant::now();
+        api.put_slice(api_slice(i, backend, port));
+        let _ = wait(&|| maps.backend(&key, 0).is_some_and(|b| b.port() == port));
+        slice_lat.push(t.elapsed().as_micros());
+    }
+    let mut svc_lat = Vec::new();
+    for k in 0..200 {
+        let i = n + k;
+        let key = SvcKey::new(vip(i), 80, PROTO_TCP, SCOPE_CLUSTER);
+        let t = Instant::now();
+        api.put_slice(api_slice(i, backend, 8080));
+        api.put_service(api_service(i));
+        let _ = wait(&|| maps.backend(&key, 0).is_some());
+        svc_lat.push(t.elapsed().as_micros());
+    }
+    let (a, b) = percentiles(slice_lat);
+    let (x, y) = percentiles(svc_lat);
+    println!(
+        "   {:<34} p50 {:>8} p99 {:>8}   (goal p99 <= 100000)",
+        "EndpointSlice port change", a, b
+    );
+    println!(
+        "   {:<34} p50 {:>8} p99 {:>8}",
+        "new Service + EndpointSlice", x, y
+    );
+    daemon.stop();
 }

@@ -370,6 +370,20 @@ impl BpfMaps {
         self.svc.get(key, 0).is_ok()
     }
 
+    /// The backend in slot `slot` of the frontend `key`, if both exist.
+    pub fn backend(&self, key: &SvcKey, slot: u32) -> Option<Backend> {
+        let svc = self.svc.get(key, 0).ok()?;
+        self.be
+            .get(
+                &BeKey {
+                    group: svc.group,
+                    slot,
+                },
+                0,
+            )
+            .ok()
+    }
+
     /// Number of tc conntrack entries.
     pub fn conntrack_entries(&self) -> usize {
         self.ct.keys().filter(|k| k.is_ok()).count()
