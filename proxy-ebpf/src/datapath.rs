@@ -140,7 +140,12 @@ pub fn ensure_bpffs(pin_dir: &Path) -> Result<(), Error> {
 /// Loads, attaches and pins everything `cfg` asks for. Maps are created (or reused when
 /// pinned) under the pin dir. On failure, what this call attached is detached again.
 pub fn install(cfg: &InstallConfig) -> Result<InstallReport, Error> {
+    // Bad input is refused before anything is made.
+    if let Some(cgroup) = &cfg.cgroup {
+        check_cgroup(cgroup)?;
+    }
     ensure_bpffs(&cfg.pin_dir)?;
+    let fresh = !cfg.pin_dir.exists();
     std::fs::create_dir_all(&cfg.pin_dir).map_err(Error::io(format!(
         "create pin dir {}",
         cfg.pin_dir.display()
@@ -148,8 +153,13 @@ pub fn install(cfg: &InstallConfig) -> Result<InstallReport, Error> {
     let mut report = InstallReport::default();
     let result = install_inner(cfg, &mut report);
     if result.is_err() {
-        for p in &report.attached {
-            let _ = std::fs::remove_file(link_pin(&cfg.pin_dir, p));
+        if fresh {
+            // Nothing was here before: remove everything this call made, maps included.
+            let _ = cleanup(&cfg.pin_dir);
+        } else {
+            for p in &report.attached {
+                let _ = std::fs::remove_file(link_pin(&cfg.pin_dir, p));
+            }
         }
     }
     result.map(|()| report)
@@ -161,7 +171,6 @@ fn install_inner(cfg: &InstallConfig, report: &mut InstallReport) -> Result<(), 
     let mut tc = load("tc_nodeport.o", TC_OBJ, &cfg.pin_dir)?;
 
     if let Some(cgroup) = &cfg.cgroup {
-        check_cgroup(cgroup)?;
         let dir = std::fs::File::open(cgroup)
             .map_err(Error::io(format!("open cgroup {}", cgroup.display())))?;
         for &name in CGROUP_PROGRAMS {

@@ -55,6 +55,16 @@ fn tcp_clusterip_reaches_every_backend_evenly_from_every_node() {
         assert_eq!(out["services"], 1, "{out}");
         assert_eq!(out["attached"].as_array().unwrap().len(), 6, "{out}");
     }
+    // The four socket hooks are attached to each node's cgroup, and only there.
+    let attached = bpftool_cgroup(&c.cgroup(1));
+    for hook in ["connect4", "sendmsg4", "recvmsg4", "getpeername4"] {
+        assert!(attached.contains(hook), "{hook} missing: {attached}");
+    }
+    let root = skein_testbed::cgroup2_mount().unwrap();
+    assert!(
+        !bpftool_cgroup(&root).contains("skein"),
+        "nothing on the root cgroup"
+    );
     for (n, &client) in clients.iter().enumerate() {
         let lines = c.client(client, &["tcp", &VIP.to_string(), "80", "600"]);
         assert_eq!(lines.len(), 600);
@@ -208,4 +218,57 @@ fn bad_service_file_is_rejected_and_changes_nothing() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("default/x") && err.contains("port"), "{err}");
     assert!(!c.pin_dir(1).exists(), "nothing installed for a bad file");
+}
+
+#[test]
+fn the_root_cgroup_is_refused_and_nothing_is_attached() {
+    let c = Cluster::start(1);
+    let root = skein_testbed::cgroup2_mount().unwrap();
+    let file = c.bed.state_dir().join("svc.json");
+    std::fs::write(&file, json!({"services": []}).to_string()).unwrap();
+    let mut cmd = c.bed.node(1).command(PROXY).unwrap();
+    cmd.args(["apply", "--node-name", "node1", "--uplink", "", "--pin-dir"])
+        .arg(c.pin_dir(1))
+        .arg("--cgroup-root")
+        .arg(&root)
+        .arg("--from-file")
+        .arg(&file);
+    let out = cmd.output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("root cgroup"), "{err}");
+    assert!(!c.pin_dir(1).exists(), "nothing made for a refused cgroup");
+}
+
+#[test]
+fn a_missing_uplink_fails_cleanly_with_nothing_left_behind() {
+    let c = Cluster::start(1);
+    let file = c.bed.state_dir().join("svc.json");
+    std::fs::write(&file, json!({"services": []}).to_string()).unwrap();
+    let mut cmd = c.bed.node(1).command(PROXY).unwrap();
+    cmd.args(["apply", "--node-name", "node1", "--uplink", "nosuch0"])
+        .args(["--node-ip", "198.51.100.11", "--pin-dir"])
+        .arg(c.pin_dir(1))
+        .arg("--cgroup-root")
+        .arg(c.cgroup(1))
+        .arg("--from-file")
+        .arg(&file);
+    let out = cmd.output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("nosuch0"), "{err}");
+    assert!(
+        !c.pin_dir(1).exists(),
+        "rolled back: cgroup links and maps removed"
+    );
+    // The cgroup hooks attached before the failure are detached again.
+    let attached = bpftool_cgroup(&c.cgroup(1));
+    assert!(attached.trim().is_empty(), "{attached}");
+}
+
+/// What `bpftool cgroup show` lists as attached to `cgroup`.
+fn bpftool_cgroup(cgroup: &std::path::Path) -> String {
+    let mut cmd = std::process::Command::new("bpftool");
+    cmd.args(["cgroup", "show"]).arg(cgroup);
+    skein_testbed::run_checked(&mut cmd).expect("bpftool cgroup show")
 }
