@@ -27,8 +27,14 @@
 #define NAT_PORT_SPAN 28232
 #define NAT_TRIES 8
 
-/* Reads the IPv4 5-tuple of a TCP/UDP packet without IP options or fragments. */
-static __always_inline int skein_parse(struct __sk_buff *skb, struct skein_tuple *t)
+/* A conntrack entry idle this long when a new TCP SYN arrives for its tuple belongs to
+ * an old connection whose client port is being reused: the flow is balanced afresh
+ * (retransmitted SYNs of one attempt come 1, 2, 4 s apart, so they keep their entry). */
+#define SKEIN_CT_SYN_REUSE_NS (3ULL * 1000000000ULL)
+
+/* Reads the IPv4 5-tuple of a TCP/UDP packet without IP options or fragments; sets
+ * *syn for a TCP SYN without ACK (a connection attempt). */
+static __always_inline int skein_parse(struct __sk_buff *skb, struct skein_tuple *t, int *syn)
 {
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
@@ -45,6 +51,13 @@ static __always_inline int skein_parse(struct __sk_buff *skb, struct skein_tuple
 	__be16 *ports = (void *)(ip + 1);
 	if ((void *)(ports + 2) > data_end)
 		return -1;
+	*syn = 0;
+	if (ip->protocol == IPPROTO_TCP) {
+		struct tcphdr *tcp = (void *)(ip + 1);
+		if ((void *)(tcp + 1) > data_end)
+			return -1;
+		*syn = tcp->syn && !tcp->ack;
+	}
 	t->saddr = ip->saddr;
 	t->daddr = ip->daddr;
 	t->sport = ports[0];
@@ -204,7 +217,8 @@ SEC("classifier")
 int skein_tc_ingress(struct __sk_buff *skb)
 {
 	struct skein_tuple t = {};
-	if (skein_parse(skb, &t))
+	int syn = 0;
+	if (skein_parse(skb, &t, &syn))
 		return TC_ACT_OK;
 
 	struct skein_revnat_value *rn = bpf_map_lookup_elem(&skein_revnat, &t);
@@ -219,8 +233,11 @@ int skein_tc_ingress(struct __sk_buff *skb)
 
 	struct skein_ct_value ctv = {};
 	struct skein_ct_value *ct = bpf_map_lookup_elem(&skein_ct, &t);
+	__u64 now = bpf_ktime_get_ns();
+	if (ct && syn && now - ct->last_seen_ns > SKEIN_CT_SYN_REUSE_NS)
+		ct = NULL; /* a new connection reusing an old tuple: balance it afresh */
 	if (ct) {
-		ct->last_seen_ns = bpf_ktime_get_ns();
+		ct->last_seen_ns = now;
 		ctv = *ct;
 	} else {
 		int rc = skein_new_flow(skb, &t, &ctv);
@@ -246,7 +263,8 @@ SEC("classifier")
 int skein_tc_egress(struct __sk_buff *skb)
 {
 	struct skein_tuple t = {};
-	if (skein_parse(skb, &t))
+	int syn = 0;
+	if (skein_parse(skb, &t, &syn))
 		return TC_ACT_OK;
 	struct skein_revnat_value *rn = bpf_map_lookup_elem(&skein_revnat, &t);
 	if (!rn)

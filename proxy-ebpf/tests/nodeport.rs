@@ -271,3 +271,39 @@ fn udp_nodeport_external_ips_and_client_ip_affinity_at_tc() {
     assert_eq!(who.len(), 1, "{lines:?}");
     assert_ne!(who[0], "ERR", "{lines:?}");
 }
+
+#[test]
+fn a_reused_client_port_is_balanced_afresh_after_its_backend_left() {
+    let mut c = Cluster::start(1);
+    let mut eps = Vec::new();
+    for j in 1..=2 {
+        let p = c.add_pod(1, j);
+        serve_tcp(
+            &c.pods[p].netns,
+            SocketAddr::from((c.pods[p].ip, 8080)),
+            &format!("b{j}"),
+        );
+        eps.push((c.pods[p].ip, 1));
+    }
+    let set = |eps: &[(Ipv4Addr, usize)]| json!({"services": [service("re", Some(VIP), 80, "TCP", Some(30300), eps, 8080)]});
+    c.apply(1, &set(&eps));
+    let first = c.outside_client(&["tcp", "198.51.100.11", "30300", "1", "40500"]);
+    let was = first[0].split_whitespace().next().unwrap().to_owned();
+    assert!(was == "b1" || was == "b2", "{first:?}");
+    // The backend that served leaves the Service (its process keeps running).
+    let keep: Vec<_> = eps
+        .iter()
+        .copied()
+        .filter(|(ip, _)| format!("b{}", ip.octets()[3] - 10) != was)
+        .collect();
+    c.apply(1, &set(&keep));
+    // Same client port again, after the old entry went idle: the new set serves it.
+    std::thread::sleep(Duration::from_millis(3500));
+    let again = c.outside_client(&["tcp", "198.51.100.11", "30300", "1", "40500"]);
+    let now = again[0].split_whitespace().next().unwrap();
+    assert_ne!(now, "ERR", "{again:?}");
+    assert_ne!(
+        now, was,
+        "the reused port went to the backend that left: {again:?}"
+    );
+}
