@@ -308,3 +308,112 @@ fn bad_input_is_refused_before_anything_is_made() {
         text(&out)
     );
 }
+
+#[test]
+fn kubectl_in_the_root_namespace_reaches_the_control_namespace_through_the_relay() {
+    require_root();
+    // An empty bin dir: only etcd and the relay run, and a stand-in HTTP server in the
+    // control namespace plays the API server, so this checks the relay alone.
+    let bin = tempfile::tempdir().unwrap();
+    let name = skein_testbed::unique_prefix();
+    let _down = Down(name.clone());
+    let out = skeinctl(&[
+        "up",
+        "--name",
+        &name,
+        "--nodes",
+        "1",
+        "--bin-dir",
+        bin.path().to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "up failed:\n{}", text(&out));
+    assert!(
+        text(&out).contains("WARNING: skein-apiserver is missing"),
+        "{}",
+        text(&out)
+    );
+
+    let control = NetNs::open(format!("{name}-control")).unwrap();
+    let listener = control
+        .run(|| TcpListener::bind("198.51.100.3:6443"))
+        .unwrap()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut s) = conn else { return };
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && s.read(&mut byte).is_ok_and(|n| n == 1) {
+                head.push(byte[0]);
+            }
+            let _ = tx.send(String::from_utf8_lossy(&head).into_owned());
+            let _ = s.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 15\r\nConnection: close\r\n\r\nrelayed-through",
+            );
+        }
+    });
+
+    let out = skeinctl(&["kubeconfig", "--name", &name]);
+    let kubeconfig = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let out = Command::new("kubectl")
+        .args(["--kubeconfig", &kubeconfig, "get", "--raw", "/healthz"])
+        .args(["--request-timeout", "10s"])
+        .output()
+        .expect("run kubectl (it is on the machine: /usr/bin/kubectl)");
+    assert!(out.status.success(), "kubectl: {}", text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "relayed-through"
+    );
+    // kubectl may ask for /version first; the request we sent must have arrived.
+    let mut seen = Vec::new();
+    while let Ok(request) = rx.recv_timeout(Duration::from_secs(5)) {
+        if request.starts_with("GET /healthz?") || request.starts_with("GET /healthz ") {
+            return;
+        }
+        seen.push(request);
+    }
+    panic!("GET /healthz never reached the control namespace; requests seen: {seen:#?}");
+}
+
+#[test]
+fn kubectl_get_nodes_shows_every_node_ready() {
+    require_root();
+    let name = skein_testbed::unique_prefix();
+    let _down = Down(name.clone());
+    let out = skeinctl(&["up", "--name", &name, "--nodes", "2"]);
+    assert!(out.status.success(), "up failed:\n{}", text(&out));
+    let all = text(&out);
+    for component in ["skein-apiserver", "skein-agent", "skein-proxy"] {
+        assert!(
+            all.contains(&format!("ok       {component}")),
+            "{component} is not usable in the bin dir (build it: cargo build --workspace --bins):\n{all}"
+        );
+    }
+    let out = skeinctl(&["kubeconfig", "--name", &name]);
+    let kubeconfig = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let out = Command::new("kubectl")
+        .args(["--kubeconfig", &kubeconfig, "get", "nodes", "--no-headers"])
+        .args(["--request-timeout", "10s"])
+        .output()
+        .expect("run kubectl");
+    assert!(out.status.success(), "kubectl: {}", text(&out));
+    let table = String::from_utf8_lossy(&out.stdout).into_owned();
+    let rows: Vec<Vec<&str>> = table
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows.len(), 2, "{table}");
+    for (i, row) in rows.iter().enumerate() {
+        assert_eq!(row[0], format!("node{}", i + 1), "{table}");
+        assert_eq!(row[1], "Ready", "{table}");
+    }
+
+    let out = skeinctl(&["status", "--name", &name]);
+    assert!(out.status.success(), "status:\n{}", text(&out));
+    let status = String::from_utf8_lossy(&out.stdout).into_owned();
+    for want in ["apiserver", "node2-agent", "node2-proxy", "Ready"] {
+        assert!(status.contains(want), "status lacks {want:?}:\n{status}");
+    }
+}
