@@ -310,6 +310,31 @@ impl PodRuntime {
         p.exists().then_some(p)
     }
 
+    /// Whether the container's current instance is running and logs to `log`.
+    pub fn logging_to(
+        &self,
+        namespace: &str,
+        name: &str,
+        container: &str,
+        log: &std::path::Path,
+    ) -> bool {
+        self.snapshots().iter().any(|s| {
+            s.record
+                .pod
+                .metadata
+                .namespace
+                .as_deref()
+                .unwrap_or("default")
+                == namespace
+                && s.record.pod.metadata.name.as_deref() == Some(name)
+                && s.record
+                    .containers
+                    .get(container)
+                    .and_then(|c| c.running.as_ref())
+                    .is_some_and(|r| r.log == log)
+        })
+    }
+
     /// Stops every worker and leaves the pods running, with their state on disk, for
     /// the next agent to re-adopt.
     pub async fn detach_all(&self) {

@@ -796,8 +796,37 @@ fn log_endpoint_serves_current_and_previous_container_logs() {
             prev.starts_with("HTTP/1.1 404"),
             "no previous instance yet: {prev}"
         );
-        let follow = http_get_async(addr, &format!("{url}?follow=true")).await;
-        assert!(follow.starts_with("HTTP/1.1 400"), "{follow}");
+        // follow=true streams what a running instance writes and ends when it stops.
+        let mut ticker = pod(
+            "ticker",
+            vec![container(
+                "main",
+                &[
+                    "/bin/sh",
+                    "-c",
+                    "for i in 1 2 3 4 5; do echo tick$i; sleep 0.3; done",
+                ],
+            )],
+        );
+        ticker.spec.as_mut().unwrap().restart_policy = Some("Never".into());
+        rt.apply(ticker.clone()).unwrap();
+        wait_for("ticker running", Duration::from_secs(20), || {
+            pid_of(&rt, &ticker, "main")
+        })
+        .await;
+        let followed = tokio::time::timeout(
+            Duration::from_secs(20),
+            http_get_async(addr, "/containerLogs/default/ticker/main?follow=true"),
+        )
+        .await
+        .expect("follow ends when the container stops");
+        assert!(followed.starts_with("HTTP/1.1 200"), "{followed}");
+        for i in 1..=5 {
+            assert!(followed.contains(&format!("tick{i}")), "{followed}");
+        }
+        rt.delete(&uid_of(&ticker), Duration::from_secs(2))
+            .await
+            .unwrap();
         server.abort();
         rt.delete(&uid_of(&p), Duration::from_secs(2))
             .await
