@@ -118,6 +118,7 @@ impl Worker {
                         argv: vec![],
                         env: BTreeMap::new(),
                         working_dir: None,
+                        user: None,
                     });
                     let since = Instant::now()
                         .checked_sub(ran_for(run.started_at))

@@ -398,9 +398,39 @@ fn restart_policy_never_and_exit_codes_set_the_phase() {
                 ..Default::default()
             }],
         );
-        for p in [&ok, &bad, &nocmd] {
+        let mut who = pod(
+            "whoami",
+            vec![container(
+                "main",
+                &["/bin/sh", "-c", "echo $(id -u):$(id -g)"],
+            )],
+        );
+        let spec = who.spec.as_mut().unwrap();
+        spec.restart_policy = Some("Never".into());
+        spec.security_context = Some(k8s_openapi::api::core::v1::PodSecurityContext {
+            run_as_user: Some(65534),
+            run_as_group: Some(65533),
+            ..Default::default()
+        });
+        for p in [&ok, &bad, &nocmd, &who] {
             rt.apply(p.clone()).unwrap();
         }
+        wait_for("whoami Succeeded", Duration::from_secs(20), || {
+            (status::pod_status(&snap(&rt, &who), None, std::time::SystemTime::now())
+                .phase
+                .as_deref()
+                == Some("Succeeded"))
+            .then_some(())
+        })
+        .await;
+        assert_eq!(
+            log_text(&rt.log_file("default", "whoami", "main", false).unwrap()),
+            "65534:65533\n",
+            "runAsUser/runAsGroup apply"
+        );
+        rt.delete(&uid_of(&who), Duration::from_secs(1))
+            .await
+            .unwrap();
         let phase = |p: &Pod| {
             status::pod_status(&snap(&rt, p), None, std::time::SystemTime::now())
                 .phase
