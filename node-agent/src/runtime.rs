@@ -230,6 +230,7 @@ impl PodRuntime {
             sandbox: None,
             containers: BTreeMap::new(),
             finished: None,
+            initialized: false,
         };
         self.shared.state.save(&uid, &rec)?;
         self.spawn_worker(uid, rec);

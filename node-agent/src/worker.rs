@@ -196,8 +196,9 @@ impl Worker {
 
     fn publish(&self) {
         let containers = self
-            .spec_containers()
+            .init_containers()
             .iter()
+            .chain(self.spec_containers().iter())
             .map(|c| {
                 let live = self.live.get(&c.name);
                 let view = ContainerView {
@@ -227,6 +228,57 @@ impl Worker {
         }
     }
 
+    fn init_containers(&self) -> Vec<Container> {
+        self.rec
+            .pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.init_containers.clone())
+            .unwrap_or_default()
+    }
+
+    /// Runs the init containers one at a time, each to a successful exit (a failed one
+    /// is retried with back-off, or fails the pod under restartPolicy Never). Returns
+    /// whether the pod is initialized.
+    fn sync_init(&mut self, policy: Option<&str>) -> bool {
+        if self.rec.initialized {
+            return true;
+        }
+        // restartPolicy Always means OnFailure for init containers.
+        let init_policy = if policy == Some("Never") {
+            "Never"
+        } else {
+            "OnFailure"
+        };
+        for c in self.init_containers() {
+            self.reap(&c.name);
+            let r = self.rec.containers.entry(c.name.clone()).or_default();
+            if r.running.is_some() {
+                return false;
+            }
+            if r.terminated.as_ref().is_some_and(|t| t.exit_code == 0) {
+                continue;
+            }
+            self.maybe_start(&c, Some(init_policy));
+            return false;
+        }
+        tracing::info!(pod = %self.key, "init containers done");
+        self.rec.initialized = true;
+        self.dirty = true;
+        true
+    }
+
+    /// An init container failed for good (restartPolicy Never).
+    fn init_failed(&self, policy: Option<&str>) -> bool {
+        policy == Some("Never")
+            && !self.rec.initialized
+            && self.init_containers().iter().any(|c| {
+                self.rec.containers.get(&c.name).is_some_and(|r| {
+                    r.running.is_none() && r.terminated.as_ref().is_some_and(|t| t.exit_code != 0)
+                })
+            })
+    }
+
     fn spec_containers(&self) -> Vec<Container> {
         self.rec
             .pod
@@ -252,6 +304,13 @@ impl Worker {
             let errors = self.teardown_sandbox().await;
             for e in errors {
                 tracing::warn!(pod = %self.key, error = %e, "teardown of broken sandbox");
+            }
+            // A new sandbox runs the init containers again.
+            self.rec.initialized = false;
+            for c in self.init_containers() {
+                if let Some(r) = self.rec.containers.get_mut(&c.name) {
+                    r.terminated = None;
+                }
             }
         }
         if self.rec.sandbox.is_none() {
@@ -282,6 +341,13 @@ impl Worker {
             .spec
             .as_ref()
             .and_then(|s| s.restart_policy.clone());
+        if self.init_failed(policy.as_deref()) {
+            self.finish().await;
+            return;
+        }
+        if !self.sync_init(policy.as_deref()) {
+            return;
+        }
         let mut probe_jobs = Vec::new();
         for c in self.spec_containers() {
             self.reap(&c.name);

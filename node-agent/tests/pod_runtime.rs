@@ -879,3 +879,120 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[test]
+fn init_containers_run_in_order_before_the_app() {
+    let env = env();
+    let dir = tempfile::tempdir().unwrap();
+    let order = dir.path().join("order");
+    let o = order.display().to_string();
+    env.run(async {
+        let rt = PodRuntime::start(env.cfg.clone()).await.unwrap();
+        let st = |p: &Pod| status::pod_status(&snap(&rt, p), None, std::time::SystemTime::now());
+        let cond = |p: &Pod, ty: &str| {
+            st(p)
+                .conditions
+                .unwrap()
+                .into_iter()
+                .find(|c| c.type_ == ty)
+                .unwrap()
+                .status
+        };
+
+        let mut good = pod(
+            "with-init",
+            vec![container(
+                "app",
+                &["/bin/sh", "-c", &format!("cat {o}; exec sleep 600")],
+            )],
+        );
+        good.spec.as_mut().unwrap().init_containers = Some(vec![
+            container(
+                "first",
+                &["/bin/sh", "-c", &format!("sleep 0.3; echo first > {o}")],
+            ),
+            container("second", &["/bin/sh", "-c", &format!("echo second >> {o}")]),
+        ]);
+        let mut fails = pod("init-fails", vec![container("app", &["/bin/sleep", "600"])]);
+        fails.spec.as_mut().unwrap().restart_policy = Some("Never".into());
+        fails.spec.as_mut().unwrap().init_containers =
+            Some(vec![container("broken", &["/bin/sh", "-c", "exit 1"])]);
+        let mut retries = pod(
+            "init-retries",
+            vec![container("app", &["/bin/sleep", "600"])],
+        );
+        retries.spec.as_mut().unwrap().init_containers =
+            Some(vec![container("broken", &["/bin/sh", "-c", "exit 2"])]);
+        for p in [&good, &fails, &retries] {
+            rt.apply(p.clone()).unwrap();
+        }
+
+        running_ip(&rt, &good).await;
+        let log = wait_for("app started", Duration::from_secs(20), || {
+            snap(&rt, &good)
+                .record
+                .containers
+                .get("app")?
+                .running
+                .as_ref()
+                .map(|r| r.log.clone())
+        })
+        .await;
+        wait_for(
+            "app printed the init output",
+            Duration::from_secs(10),
+            || (!log_text(&log).is_empty()).then_some(()),
+        )
+        .await;
+        assert_eq!(
+            log_text(&log),
+            "first\nsecond\n",
+            "init containers ran in order, before the app"
+        );
+        assert_eq!(cond(&good, "Initialized"), "True");
+        let inits = st(&good).init_container_statuses.unwrap();
+        assert_eq!(inits.len(), 2);
+        for s in &inits {
+            let t = s.state.as_ref().unwrap().terminated.as_ref().unwrap();
+            assert_eq!((t.exit_code, t.reason.as_deref()), (0, Some("Completed")));
+        }
+
+        wait_for("init-fails Failed", Duration::from_secs(20), || {
+            (st(&fails).phase.as_deref() == Some("Failed")).then_some(())
+        })
+        .await;
+        assert!(
+            snap(&rt, &fails)
+                .record
+                .containers
+                .get("app")
+                .is_none_or(|c| c.running.is_none() && c.terminated.is_none())
+        );
+
+        wait_for(
+            "failing init container retried",
+            Duration::from_secs(20),
+            || (snap(&rt, &retries).record.containers["broken"].restart_count >= 2).then_some(()),
+        )
+        .await;
+        assert_eq!(st(&retries).phase.as_deref(), Some("Pending"));
+        assert_eq!(cond(&retries, "Initialized"), "False");
+        assert!(
+            snap(&rt, &retries)
+                .record
+                .containers
+                .get("app")
+                .is_none_or(|c| c.running.is_none())
+        );
+        let app = st(&retries).container_statuses.unwrap().remove(0);
+        assert_eq!(
+            app.state.unwrap().waiting.unwrap().reason.as_deref(),
+            Some("PodInitializing")
+        );
+
+        for p in [&good, &fails, &retries] {
+            rt.delete(&uid_of(p), Duration::from_secs(1)).await.unwrap();
+        }
+        assert!(env.ipam_ips().is_empty());
+    });
+}
