@@ -26,6 +26,11 @@ struct Env {
 }
 
 fn env() -> Env {
+    env_with(false)
+}
+
+/// A bed with node1 (and the `outside` host when asked).
+fn env_with(outside: bool) -> Env {
     assert!(
         nix::unistd::geteuid().is_root(),
         "these tests need root (they create namespaces and run CNI plugins)"
@@ -39,7 +44,7 @@ fn env() -> Env {
     assert!(Path::new(PYTHON).is_file(), "{PYTHON} is missing");
     let bed = TestBed::start(Config {
         nodes: 1,
-        outside: false,
+        outside,
         etcd: EtcdMode::None,
         cgroups: true,
         prefix: None,
@@ -52,6 +57,10 @@ fn env() -> Env {
         "plugins": [
             {"type": "bridge", "bridge": "cni0", "isGateway": true, "ipMasq": false,
              "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.244.1.0/24"}]],
+                      // The fabric only (no default route): replies to the outside
+                      // host find their way, anything else stays unreachable.
+                      "routes": [{"dst": "198.51.100.0/24", "gw": "10.244.1.1"}],
+
                       "dataDir": d.ipam_data_dir}},
             {"type": "portmap", "capabilities": {"portMappings": true}}
         ]
@@ -618,6 +627,10 @@ fn delete_removes_processes_ipam_namespaces_and_state() {
             log_text(&log).contains("trapped").then_some(())
         })
         .await;
+        // The operator removes the CNI config: DEL still works from the cached config.
+        for e in std::fs::read_dir(&env.cfg.cni_conf_dir).unwrap().flatten() {
+            std::fs::remove_file(e.path()).unwrap();
+        }
         let started = Instant::now();
         rt.delete(&uid_of(&p), Duration::from_secs(1))
             .await
@@ -994,5 +1007,44 @@ fn init_containers_run_in_order_before_the_app() {
             rt.delete(&uid_of(p), Duration::from_secs(1)).await.unwrap();
         }
         assert!(env.ipam_ips().is_empty());
+    });
+}
+
+#[test]
+fn host_port_reaches_the_pod_through_portmap() {
+    let env = env_with(true);
+    let www = tempfile::tempdir().unwrap();
+    std::fs::write(www.path().join("marker.txt"), "via-hostport").unwrap();
+    env.run(async {
+        let rt = PodRuntime::start(env.cfg.clone()).await.unwrap();
+        let mut c = web(www.path());
+        c.ports.as_mut().unwrap()[0].host_port = Some(18080);
+        let p = pod("hostport", vec![c]);
+        rt.apply(p.clone()).unwrap();
+        running_ip(&rt, &p).await;
+        let netns = snap(&rt, &p).record.sandbox.unwrap().netns.unwrap();
+        let ip = snap(&rt, &p).record.sandbox.unwrap().ips[0];
+        wait_for("web server answers", Duration::from_secs(20), || {
+            http_get_in(&netns, SocketAddr::new(ip, 8080), "/marker.txt").ok()
+        })
+        .await;
+        // From the outside host, node1's address and the hostPort reach the pod.
+        let outside = env.bed.outside().netns.path().to_owned();
+        let body = http_get_in(
+            &outside,
+            "198.51.100.11:18080".parse().unwrap(),
+            "/marker.txt",
+        )
+        .unwrap();
+        assert!(body.contains("via-hostport"), "{body}");
+        rt.delete(&uid_of(&p), Duration::from_secs(2))
+            .await
+            .unwrap();
+        let gone = http_get_in(
+            &outside,
+            "198.51.100.11:18080".parse().unwrap(),
+            "/marker.txt",
+        );
+        assert!(gone.is_err(), "hostPort closed after delete: {gone:?}");
     });
 }
