@@ -418,6 +418,14 @@ fn agent_registers_runs_reports_restarts_and_deletes_through_the_api() {
     fx.wait("lease renewed", &agent, |s| {
         (s.leases["node1"]["spec"]["renewTime"] != first["spec"]["renewTime"]).then_some(())
     });
+    // A deleted Node object is registered again.
+    fx.store.lock().unwrap().nodes.remove("node1");
+    fx.wait("node registered again", &agent, |s| {
+        s.nodes
+            .get("node1")
+            .filter(|n| n["spec"]["podCIDR"] == "10.244.1.0/24")
+            .map(|_| ())
+    });
 
     // A pod bound to the node runs, and its status comes back.
     fx.store
