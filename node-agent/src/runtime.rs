@@ -144,6 +144,7 @@ impl PodRuntime {
             pods: Arc::new(Mutex::new(HashMap::new())),
         };
         let mut valid: Vec<(String, String)> = Vec::new();
+        let mut adopted = Vec::new();
         for (uid, rec) in shared.state.load_all() {
             let rec = match rec {
                 Ok(r) => r,
@@ -162,9 +163,14 @@ impl PodRuntime {
             } else {
                 tracing::info!(%uid, pod = %worker::pod_key(&rec.pod), "sandbox is gone; the pod will be rebuilt");
             }
+            adopted.push((uid, rec));
+        }
+        // GC first: a worker that rebuilds a sandbox must not race the collection of
+        // the attachments that are not valid.
+        rt.gc(&valid).await;
+        for (uid, rec) in adopted {
             rt.spawn_worker(uid, rec);
         }
-        rt.gc(&valid).await;
         Ok(rt)
     }
 
