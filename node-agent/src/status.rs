@@ -114,6 +114,42 @@ fn container_status(
     }
 }
 
+/// The pod's QoS class from its containers' resources (the Kubernetes rules):
+/// Guaranteed when every container limits cpu and memory with requests equal to the
+/// limits (or unset), BestEffort when nothing requests or limits anything, else Burstable.
+pub fn qos_class(spec: &k8s_openapi::api::core::v1::PodSpec) -> &'static str {
+    let all = spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten());
+    let mut any = false;
+    let mut guaranteed = true;
+    for c in all {
+        let r = c.resources.clone().unwrap_or_default();
+        let req = r.requests.unwrap_or_default();
+        let lim = r.limits.unwrap_or_default();
+        let relevant = |m: &std::collections::BTreeMap<
+            String,
+            k8s_openapi::apimachinery::pkg::api::resource::Quantity,
+        >| { m.keys().any(|k| k == "cpu" || k == "memory") };
+        any |= relevant(&req) || relevant(&lim);
+        for res in ["cpu", "memory"] {
+            match (lim.get(res), req.get(res)) {
+                (Some(l), Some(q)) if l == q => {}
+                (Some(_), None) => {}
+                _ => guaranteed = false,
+            }
+        }
+    }
+    if !any {
+        "BestEffort"
+    } else if guaranteed {
+        "Guaranteed"
+    } else {
+        "Burstable"
+    }
+}
+
 /// Computes the pod's status. `prev` (the status last reported) keeps each condition's
 /// lastTransitionTime while its status does not change.
 pub fn pod_status(snap: &PodSnapshot, prev: Option<&PodStatus>, now: SystemTime) -> PodStatus {
@@ -251,7 +287,7 @@ pub fn pod_status(snap: &PodSnapshot, prev: Option<&PodStatus>, now: SystemTime)
         start_time: Some(time(snap.record.accepted_at)),
         container_statuses: Some(statuses),
         init_container_statuses: (!init_statuses.is_empty()).then_some(init_statuses),
-        qos_class: Some("BestEffort".into()),
+        qos_class: Some(qos_class(&spec).into()),
         ..Default::default()
     }
 }
@@ -524,6 +560,49 @@ mod tests {
             .waiting
             .unwrap();
         assert_eq!(w.reason.as_deref(), Some("ContainerCreating"));
+    }
+
+    #[test]
+    fn qos_classes() {
+        use k8s_openapi::api::core::v1::ResourceRequirements;
+        use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+        let q = |pairs: &[(&str, &str)]| {
+            Some(
+                pairs
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), Quantity((*v).to_owned())))
+                    .collect(),
+            )
+        };
+        let spec = |res: Vec<Option<ResourceRequirements>>| PodSpec {
+            containers: res
+                .into_iter()
+                .map(|r| Container {
+                    name: "c".into(),
+                    resources: r,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        };
+        assert_eq!(qos_class(&spec(vec![None, None])), "BestEffort");
+        let full = ResourceRequirements {
+            limits: q(&[("cpu", "1"), ("memory", "1Gi")]),
+            ..Default::default()
+        };
+        assert_eq!(qos_class(&spec(vec![Some(full.clone())])), "Guaranteed");
+        let eq = ResourceRequirements {
+            limits: q(&[("cpu", "1"), ("memory", "1Gi")]),
+            requests: q(&[("cpu", "1"), ("memory", "1Gi")]),
+            ..Default::default()
+        };
+        assert_eq!(qos_class(&spec(vec![Some(eq)])), "Guaranteed");
+        let req_only = ResourceRequirements {
+            requests: q(&[("cpu", "100m")]),
+            ..Default::default()
+        };
+        assert_eq!(qos_class(&spec(vec![Some(req_only)])), "Burstable");
+        assert_eq!(qos_class(&spec(vec![Some(full), None])), "Burstable");
     }
 
     #[test]
