@@ -126,7 +126,7 @@ impl Engine {
             self.dirty = true;
         }
         let (s, b) = self.rec.counts();
-        self.metrics.set_state(s, b, self.rec.groups());
+        self.metrics.set_state(s, b);
     }
 
     fn health_for(&mut self, key: &str, model: Option<&Service>) {

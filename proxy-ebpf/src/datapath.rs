@@ -368,6 +368,18 @@ impl BpfMaps {
         Ok(st)
     }
 
+    /// Every group id with its name, sorted by id.
+    pub fn group_names(&self) -> Vec<(u32, String)> {
+        let mut v: Vec<(u32, String)> = self
+            .names
+            .iter()
+            .filter_map(|kv| kv.ok())
+            .map(|(id, n)| (id, n.as_str()))
+            .collect();
+        v.sort();
+        v
+    }
+
     /// New connections counted for `group` (summed over CPUs).
     pub fn connections(&self, group: u32) -> Result<u64, Error> {
         let v = self.conns.get(&group, 0).map_err(Error::map(MAP_CONNS))?;
