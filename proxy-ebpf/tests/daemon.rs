@@ -163,6 +163,23 @@ fn daemon_follows_the_api_survives_a_restart_and_cleans_up() {
     .expect("health check answers");
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
     assert!(health.contains("\"localEndpoints\":1"), "{health}");
+    // Its only endpoint goes away: the node reports it has none (503), so a load
+    // balancer stops sending there.
+    api.put_slice(slice("hc", &[], s1.clone()));
+    wait_until(
+        &d1,
+        "healthCheckNodePort to answer 503",
+        Duration::from_secs(10),
+        || {
+            http_get(
+                &c,
+                true,
+                SocketAddr::from((Ipv4Addr::new(198, 51, 100, 11), 31000)),
+                "/",
+            )
+            .is_some_and(|h| h.starts_with("HTTP/1.1 503") && h.contains("\"localEndpoints\":0"))
+        },
+    );
 
     // An open NodePort stream from outside.
     let s = c
