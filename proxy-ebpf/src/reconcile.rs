@@ -425,7 +425,7 @@ mod tests {
             .unwrap();
         assert_eq!(maps, r.expected());
         assert_eq!(maps.svc[&vip_key(1)].count, 3);
-        assert_eq!(maps.svc.len(), 4); // two ClusterIPs, two NodePorts
+        assert_eq!(maps.svc.len(), 6); // two ClusterIPs, two NodePorts at socket and tc
         assert_eq!(maps.maglev.len(), 2);
         assert_ne!(maps.svc[&vip_key(1)].group, maps.svc[&vip_key(2)].group);
     }

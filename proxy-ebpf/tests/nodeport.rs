@@ -80,6 +80,22 @@ fn nodeport_reaches_local_and_remote_backends_and_local_policy_keeps_the_client(
             ("backend2".into(), "198.51.100.200".into())
         );
     }
+    // Pods reach NodePorts too: on their own node at the socket, on another through tc.
+    let pod1 = c.add_pod(1, 2);
+    let pod2 = c.add_pod(2, 2);
+    for (pod, node) in [(pod1, 1), (pod2, 1), (pod2, 2)] {
+        let lines = c.client(pod, &["tcp", &node_ip(node).to_string(), "30081", "3"]);
+        for l in &lines {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            assert_eq!(
+                f[0], "backend1",
+                "pod on node{} -> node{node}: {l}",
+                c.pods[pod].node
+            );
+            assert_eq!(f[2], format!("{}:30081", node_ip(node)), "{l}");
+        }
+    }
+
     // Nothing listens on a port that is not a NodePort: the packet goes to the node's
     // own stack, which refuses.
     let lines = c.outside_client(&["tcp", "198.51.100.11", "30099", "1"]);
