@@ -194,7 +194,7 @@ impl Engine {
 pub async fn run(client: kube::Client, cfg: DaemonConfig) -> Result<(), Error> {
     let report = datapath::install(&cfg.install)?;
     tracing::info!(
-        attached = ?report.attached, kept = ?report.kept,
+        attached = ?report.attached, kept = ?report.kept, replaced = ?report.replaced,
         pin_dir = %cfg.install.pin_dir.display(), "datapath installed"
     );
     let maps = BpfMaps::open(&cfg.install.pin_dir)?;
