@@ -223,6 +223,7 @@ fn streams_survive_scaling_and_a_proxy_restart() {
     let out = c.apply(2, &set);
     assert_eq!(out["writes"], 0, "{out}");
     assert_eq!(out["attached"].as_array().unwrap().len(), 0, "{out}");
+    assert_eq!(out["kept"].as_array().unwrap().len(), 6, "same programs kept: {out}");
     assert_eq!(s2.ping(100), w2);
     assert_eq!(s1.ping(100), w1);
 }
