@@ -222,6 +222,31 @@ fn daemon_follows_the_api_survives_a_restart_and_cleans_up() {
         let log = d2.log_tail(50);
         assert!(log.contains("full resync"), "{log}");
 
+        // A deletion the watch never delivered, then the API compacts its history (410
+        // Gone): the watchers list again and the full resync removes the Service.
+        api.put_service(service("unseen", "10.96.0.14", p1.clone()));
+        api.put_slice(slice("unseen", &ep, s1.clone()));
+        wait_until(
+            &d2,
+            "the unseen Service to be programmed",
+            Duration::from_secs(10),
+            || who(&c, client, "10.96.0.14", 80) == "web",
+        );
+        api.delete_service_unseen("default", "unseen");
+        std::thread::sleep(Duration::from_millis(500));
+        assert_eq!(
+            who(&c, client, "10.96.0.14", 80),
+            "web",
+            "the deletion was not watched"
+        );
+        api.expire_watches();
+        wait_until(
+            &d2,
+            "the relist to remove the unseen Service",
+            Duration::from_secs(20),
+            || who(&c, client, "10.96.0.14", 80) == "ERR",
+        );
+
         // --cleanup on SIGTERM: everything detached and unpinned.
         d2.stop();
         d2

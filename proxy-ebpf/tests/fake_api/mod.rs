@@ -19,7 +19,12 @@ struct State {
     watchers: Vec<(Kind, Sender<String>)>,
     /// Every event, so a watch from resourceVersion N first gets what came after N.
     log: Vec<(u64, Kind, String)>,
+    /// Watches from before this resourceVersion get 410 Gone (history compacted).
+    compacted: u64,
 }
+
+const EXPIRE: &str = "\u{0}expire";
+const GONE: &str = r#"{"type":"ERROR","object":{"kind":"Status","apiVersion":"v1","status":"Failure","message":"too old resource version","reason":"Expired","code":410}}"#;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Kind {
@@ -132,12 +137,16 @@ impl FakeApi {
         {
             // Replay and subscribe under one lock: no event is lost or sent twice.
             let mut st = self.state.lock().unwrap();
-            for (rv, k, ev) in &st.log {
-                if *rv > since && *k == kind {
-                    let _ = tx.send(ev.clone());
+            if since < st.compacted {
+                let _ = tx.send(EXPIRE.to_owned());
+            } else {
+                for (rv, k, ev) in &st.log {
+                    if *rv > since && *k == kind {
+                        let _ = tx.send(ev.clone());
+                    }
                 }
+                st.watchers.push((kind, tx));
             }
-            st.watchers.push((kind, tx));
         }
         if write!(
             w,
@@ -148,8 +157,14 @@ impl FakeApi {
             return;
         }
         for ev in rx {
+            let expire = ev == EXPIRE;
+            let ev = if expire { GONE.to_owned() } else { ev };
             let line = format!("{ev}\n");
             if write!(w, "{:x}\r\n{line}\r\n", line.len()).is_err() || w.flush().is_err() {
+                return;
+            }
+            if expire {
+                let _ = write!(w, "0\r\n\r\n");
                 return;
             }
         }
@@ -187,6 +202,25 @@ impl FakeApi {
             o["metadata"]["resourceVersion"] = json!(rv.to_string());
             Self::publish(&mut st, kind, "DELETED", &o);
         }
+    }
+
+    /// Compacts the history: every open watch gets 410 Gone and ends, so watchers must
+    /// list again (what a real API server does after etcd compaction).
+    pub fn expire_watches(&self) {
+        let mut st = self.state.lock().unwrap();
+        st.compacted = st.rv;
+        st.log.clear();
+        for (_, tx) in st.watchers.drain(..) {
+            let _ = tx.send(EXPIRE.to_owned());
+        }
+    }
+
+    /// Removes a Service without telling any watcher (an event the client missed).
+    pub fn delete_service_unseen(&self, namespace: &str, name: &str) {
+        let mut st = self.state.lock().unwrap();
+        st.rv += 1;
+        st.objects
+            .remove(&(Kind::Service, format!("{namespace}/{name}")));
     }
 
     /// Creates or replaces a Service (a core/v1 Service JSON object).
