@@ -9,6 +9,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 
 use common::*;
 use serde_json::json;
+use skein_proxy::maps::{PROG_CONNECT4, PROG_SENDMSG4};
 
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
 
@@ -289,17 +290,14 @@ fn a_link_running_other_code_is_replaced_on_the_next_start() {
     // Play an older binary: the connect4 link now runs other code (here: the sendmsg4
     // program, attached as a second sendmsg4 hook and pinned in connect4's place).
     let pin_dir = c.pin_dir(1);
-    let connect_pin = pin_dir.join("link_skein_connect4");
+    let connect_pin = pin_dir.join(format!("link_{PROG_CONNECT4}"));
     {
         let mut obj = aya::EbpfLoader::new()
             .default_map_pin_directory(&pin_dir)
             .load(skein_proxy::datapath::CGROUP_OBJ)
             .unwrap();
-        let prog: &mut aya::programs::CgroupSockAddr = obj
-            .program_mut("skein_sendmsg4")
-            .unwrap()
-            .try_into()
-            .unwrap();
+        let prog: &mut aya::programs::CgroupSockAddr =
+            obj.program_mut(PROG_SENDMSG4).unwrap().try_into().unwrap();
         prog.load().unwrap();
         let cg = std::fs::File::open(c.cgroup(1)).unwrap();
         let id = prog
@@ -315,7 +313,7 @@ fn a_link_running_other_code_is_replaced_on_the_next_start() {
     assert!(c.client(client, &["tcp", "10.96.0.10", "80", "1"])[0].starts_with("ERR"));
 
     let out = c.apply(1, &set);
-    assert_eq!(out["replaced"], json!(["skein_connect4"]), "{out}");
+    assert_eq!(out["replaced"], json!([PROG_CONNECT4]), "{out}");
     assert_eq!(out["kept"].as_array().unwrap().len(), 5, "{out}");
     let hooks = bpftool_cgroup(&c.cgroup(1));
     assert_eq!(hooks.matches("connect4").count(), 1, "{hooks}");

@@ -204,7 +204,7 @@ fn daemon_follows_the_api_survives_a_restart_and_cleans_up() {
     // Restart: stop (no --cleanup), delete a Service while the proxy is down, start again.
     d1.stop();
     assert!(
-        c.pin_dir(1).join("skein_svc").exists(),
+        c.pin_dir(1).join(skein_proxy::maps::MAP_SVC).exists(),
         "pins outlive the process"
     );
     ping(2);
