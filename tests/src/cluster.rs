@@ -140,10 +140,9 @@ impl Cluster {
             &config,
         ]))
         .expect("put the flannel config");
-        let bin_dir = binary("skein-cni").parent().unwrap().to_owned();
         for i in 1..=nodes {
             let node = c.bed.node(i);
-            let (name, addr, dirs) = (node.name.clone(), node.addr, node.dirs.clone());
+            let (name, dirs) = (node.name.clone(), node.dirs.clone());
             let mut f = node.command(binary("flanneld")).unwrap();
             f.args(["--etcd-endpoints", &etcd, "--iface", "eth0", "--ip-masq"])
                 .arg("--subnet-file")
@@ -163,28 +162,7 @@ impl Cluster {
                 conflist.to_string(),
             )
             .unwrap();
-            let node = c.bed.node(i);
-            let mut a = node.command(binary("skein-agent")).unwrap();
-            a.args([
-                "--node-name",
-                &name,
-                "--api-server",
-                &url,
-                "--node-ip",
-                &addr.to_string(),
-            ])
-            .arg("--cni-conf-dir")
-            .arg(&dirs.cni_conf_dir)
-            .arg("--cni-bin-dir")
-            .arg(&bin_dir)
-            .arg("--state-dir")
-            .arg(dirs.root.join("agent"))
-            .arg("--cgroup-root")
-            .arg(dirs.cgroup.as_ref().expect("bed made cgroups"))
-            .arg("--subnet-file")
-            .arg(&dirs.subnet_file)
-            .args(["--heartbeat-period", "2", "--restart-backoff", "1"]);
-            c.spawn(&name, "skein-agent", a, &dirs.log_dir);
+            c.start_agent(i);
         }
         let want = nodes;
         wait_for("every node Ready", Duration::from_secs(60), || {
@@ -201,6 +179,46 @@ impl Cluster {
             }
         });
         c
+    }
+
+    /// Starts skein-agent on node `i` (again, after [`Cluster::stop_agent`]).
+    pub fn start_agent(&mut self, i: usize) {
+        let url = format!("http://{API_ADDR}:6443");
+        let bin_dir = binary("skein-cni").parent().unwrap().to_owned();
+        let node = self.bed.node(i);
+        let (name, addr, dirs) = (node.name.clone(), node.addr, node.dirs.clone());
+        let mut a = node.command(binary("skein-agent")).unwrap();
+        a.args([
+            "--node-name",
+            &name,
+            "--api-server",
+            &url,
+            "--node-ip",
+            &addr.to_string(),
+        ])
+        .arg("--cni-conf-dir")
+        .arg(&dirs.cni_conf_dir)
+        .arg("--cni-bin-dir")
+        .arg(&bin_dir)
+        .arg("--state-dir")
+        .arg(dirs.root.join("agent"))
+        .arg("--cgroup-root")
+        .arg(dirs.cgroup.as_ref().expect("bed made cgroups"))
+        .arg("--subnet-file")
+        .arg(&dirs.subnet_file)
+        .args(["--heartbeat-period", "2", "--restart-backoff", "1"]);
+        self.spawn(&name, "skein-agent", a, &dirs.log_dir);
+    }
+
+    /// Stops skein-agent on node `i` (SIGTERM: its pods keep running, as a kubelet's do).
+    pub fn stop_agent(&mut self, i: usize) {
+        let name = format!("skein-agent on node{i}");
+        let pos = self
+            .daemons
+            .iter()
+            .position(|d| d.name() == name)
+            .expect("agent running");
+        self.daemons.remove(pos).stop();
     }
 
     fn spawn(
