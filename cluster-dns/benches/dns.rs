@@ -95,7 +95,7 @@ fn bench_build(n: usize) {
     ours.sort();
     base.sort();
     println!(
-        "zone build, {n} services ({names} names): skein-dns median {} ms | baseline HashMap of names {} ms",
+        "zone build, {n} services ({names} names): skein-dns median {:.1} ms | baseline HashMap of names {:.1} ms",
         ours[rounds / 2].as_secs_f64() * 1e3,
         base[rounds / 2].as_secs_f64() * 1e3
     );
