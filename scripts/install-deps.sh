@@ -8,6 +8,7 @@ packages=(
   etcd-server etcd-client        # etcd for flanneld and the API server; etcdctl for checks
   clang-19 llvm-19 libbpf-dev    # the proxy's eBPF programs (C, compiled by the build script)
   protobuf-compiler libprotobuf-dev  # etcd-client's build needs protoc and the well-known .proto files
+  openssl                        # test certificates (flanneld's etcd TLS test)
   iproute2 nftables iptables     # namespaces, links, routes, masquerade; iptables for the proxy baseline
   iperf3 python3 curl socat      # benchmarks, demo servers and clients
   containernetworking-plugins    # the reference bridge/host-local/portmap plugins (side-by-side tests)

@@ -39,19 +39,61 @@ fn spawn(node: &Host, bin: &Path, call: &Call<'_>, conf: &Value) -> Child {
     child
 }
 
-fn run(node: &Host, s: &Subject, call: &Call<'_>) -> Duration {
+/// Runs one invocation; returns its wall time and the CPU time (user + system) of the
+/// plugin and everything it ran (host-local, for the reference), which a busy machine
+/// does not inflate the way it inflates wall time.
+fn run(node: &Host, s: &Subject, call: &Call<'_>) -> (Duration, Duration) {
+    use std::io::Read;
     let t = Instant::now();
-    let out = spawn(node, &s.bin, call, &s.conf)
-        .wait_with_output()
+    let mut child = spawn(node, &s.bin, call, &s.conf);
+    let mut stdout = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
         .unwrap();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let (status, cpu) = rusage::wait_with_rusage(child);
     let took = t.elapsed();
-    let a = answer(out);
-    assert_eq!(
-        a.status, 0,
-        "{} {}: {} {}",
-        s.label, call.command, a.stdout, a.stderr
-    );
-    took
+    assert_eq!(status, 0, "{} {}: {stdout} {stderr}", s.label, call.command);
+    (took, cpu)
+}
+
+/// The bench's only unsafe code: reaping a child with its resource usage.
+mod rusage {
+    use std::process::Child;
+    use std::time::Duration;
+
+    /// Reaps `child` with wait4(2): its exit code and the CPU time of it and its children.
+    pub(crate) fn wait_with_rusage(child: Child) -> (i32, Duration) {
+        let pid = child.id() as libc::pid_t;
+        let mut status: libc::c_int = 0;
+        let mut ru: libc::rusage = zeroed_rusage();
+        // SAFETY: wait4 writes only into the two locals passed by pointer, which live for the
+        // call; `pid` is our own unreaped child (std's Child never waited for it).
+        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+        assert_eq!(r, pid, "wait4: {}", std::io::Error::last_os_error());
+        std::mem::forget(child);
+        let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+        let code = if libc::WIFEXITED(status) {
+            libc::WEXITSTATUS(status)
+        } else {
+            -1
+        };
+        (code, tv(ru.ru_utime) + tv(ru.ru_stime))
+    }
+
+    fn zeroed_rusage() -> libc::rusage {
+        // SAFETY: rusage is a plain C struct of integers, for which all-zero bytes are valid.
+        unsafe { std::mem::zeroed() }
+    }
 }
 
 fn pct(sorted: &[Duration], p: f64) -> Duration {
@@ -119,14 +161,17 @@ fn main() {
         .collect();
     let mut add = [Vec::new(), Vec::new()];
     let mut del = [Vec::new(), Vec::new()];
+    let mut add_cpu = [Vec::new(), Vec::new()];
     for pair in &pods {
         for (k, s) in subjects.iter().enumerate() {
-            add[k].push(run(node, s, &pair[k].call("ADD")));
+            let (wall, cpu) = run(node, s, &pair[k].call("ADD"));
+            add[k].push(wall);
+            add_cpu[k].push(cpu);
         }
     }
     for pair in &pods {
         for (k, s) in subjects.iter().enumerate() {
-            del[k].push(run(node, s, &pair[k].call("DEL")));
+            del[k].push(run(node, s, &pair[k].call("DEL")).0);
         }
     }
     drop(pods);
@@ -156,10 +201,22 @@ fn main() {
         }
     }
 
-    for v in add.iter_mut().chain(del.iter_mut()) {
+    for v in add
+        .iter_mut()
+        .chain(del.iter_mut())
+        .chain(add_cpu.iter_mut())
+    {
         v.sort();
     }
     println!();
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "machine load average (1/5/15 min): {} (wall times grow with it; CPU times do not)",
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
     println!(
         "{:<30} {:>28} {:>12} {:>16}",
         "", subjects[0].label, subjects[1].label, "reference/skein"
@@ -174,6 +231,11 @@ fn main() {
     };
     row("ADD p50", pct(&add[0], 0.5), pct(&add[1], 0.5));
     row("ADD p99", pct(&add[0], 0.99), pct(&add[1], 0.99));
+    row(
+        "ADD CPU time p50",
+        pct(&add_cpu[0], 0.5),
+        pct(&add_cpu[1], 0.5),
+    );
     row("DEL p50", pct(&del[0], 0.5), pct(&del[1], 0.5));
     row("DEL p99", pct(&del[0], 0.99), pct(&del[1], 0.99));
     row(&format!("{c} concurrent ADDs (wall)"), wall[0], wall[1]);

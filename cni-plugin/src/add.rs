@@ -119,7 +119,7 @@ fn attach(
     } else {
         Vec::new()
     };
-    let (bridge, _) = wire::ensure_bridge(host, &plan.bridge, mtu, &gateways)?;
+    let bridge = wire::ensure_bridge(host, &plan.bridge, mtu, &gateways)?;
     if plan.is_gateway {
         wire::enable_forwarding(
             ips.iter().any(|(a, _)| a.ip.is_ipv4()),

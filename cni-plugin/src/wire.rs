@@ -60,19 +60,15 @@ pub fn default_route_mtu(nl: &mut Netlink) -> CniResult<Option<u32>> {
 }
 
 /// Finds or creates the bridge, brings it up, and (when `gateways` is not empty) gives it
-/// those addresses. Concurrent ADDs racing to create it are fine.
-pub fn ensure_bridge(
-    nl: &mut Netlink,
-    name: &str,
-    mtu: u32,
-    gateways: &[Cidr],
-) -> CniResult<(Link, bool)> {
-    let mut created = false;
+/// those addresses. A new bridge gets the fixed MAC of [`bridge_mac`]. Concurrent ADDs
+/// racing to create it are fine.
+pub fn ensure_bridge(nl: &mut Netlink, name: &str, mtu: u32, gateways: &[Cidr]) -> CniResult<Link> {
     let link = match nl.link(name).map_err(kernel)? {
         Some(l) => l,
         None => {
             match nl.add_bridge_with_mac(name, Some(mtu), Some(bridge_mac(gateways))) {
-                Ok(()) => created = true,
+                // EEXIST: a concurrent ADD made it first.
+                Ok(()) => {}
                 Err(e) if e.is_exists() => {}
                 Err(e) => return Err(kernel(e)),
             }
@@ -108,7 +104,7 @@ pub fn ensure_bridge(
             }
         }
     }
-    Ok((link, created))
+    Ok(link)
 }
 
 /// The bridge's fixed MAC: `0a:58` and the last four bytes of its first gateway (the

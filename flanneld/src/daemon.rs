@@ -116,7 +116,9 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()> + 'static) ->
                 name: format!("flannel.{vni}"),
                 vni,
                 port,
-                local: public_ip,
+                // As flannel: the tunnel's source is the interface address; PublicIP
+                // (which may differ behind NAT) is what the lease announces.
+                local: uplink.addr.ip(),
                 uplink: uplink.index,
                 mtu,
                 mac: vtep_mac(public_ip, vni),
@@ -324,6 +326,11 @@ impl Node {
                 .set_only_address(dev.index, &format!("flannel.{vni}"), vtep)
                 .await?;
         }
+        // Rules first: the subnet file tells the CNI plugin that the node is ready.
+        if self.opts.ip_masq {
+            masq::install(self.config.network, subnet)?;
+            tracing::info!(table = masq::TABLE, "masquerade rules installed");
+        }
         SubnetFile {
             network: self.config.network,
             subnet,
@@ -332,10 +339,6 @@ impl Node {
         }
         .write(&self.opts.subnet_file)?;
         tracing::info!(%subnet, file = %self.opts.subnet_file.display(), "wrote subnet file");
-        if self.opts.ip_masq {
-            masq::install(self.config.network, subnet)?;
-            tracing::info!(table = masq::TABLE, "masquerade rules installed");
-        }
         self.metrics.has_lease.store(1, Ordering::Relaxed);
         Ok(())
     }
@@ -348,6 +351,12 @@ impl Node {
         let mut first = true;
         loop {
             if !first {
+                // A short pause so that a failure that repeats (say, no free subnet)
+                // cannot spin.
+                tokio::select! {
+                    _ = sleep(Duration::from_millis(500)) => {}
+                    _ = &mut *shutdown => return Ok(()),
+                }
                 let r = tokio::select! {
                     r = connect_until_up(&self.opts) => r,
                     _ = &mut *shutdown => return Ok(()),

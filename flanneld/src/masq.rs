@@ -5,6 +5,10 @@
 //! alone; pod → outside is masqueraded (not multicast); outside → this node's pods is
 //! left alone; outside → other nodes' pods is masqueraded. The table is replaced as a
 //! whole (one `nft -f` transaction) and deleted on exit.
+//!
+//! The rules go to `nft` as a text script rather than through the `nftables` crate:
+//! that crate drives the same binary (with JSON), and the text here is exactly what an
+//! operator reads back with `nft list table ip skein-flannel`.
 
 use std::io::Write;
 use std::process::{Command, Stdio};

@@ -12,7 +12,7 @@ use common::*;
 #[test]
 fn invalid_config_is_reported_then_picked_up_when_fixed() {
     let bed = bed(1, false);
-    let d = start_flanneld(&bed, 1, &[]);
+    let d = start_flanneld(&bed, 1, &["--log-format", "json"]);
     // No config yet: the daemon says so and waits.
     wait_for(
         "the missing-config log line",
@@ -39,6 +39,16 @@ fn invalid_config_is_reported_then_picked_up_when_fixed() {
     put_config(&bed, VXLAN_CONFIG);
     let env = wait_subnet_file(bed.node(1), &d);
     assert_eq!(env.network, "10.244.0.0/16");
+    // --log-format json: every line is a JSON object with a level and a message.
+    let log = std::fs::read_to_string(d.log()).unwrap();
+    for line in log.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(
+            v["level"].is_string() && v["fields"]["message"].is_string(),
+            "{line}"
+        );
+    }
 }
 
 #[test]

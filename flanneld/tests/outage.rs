@@ -106,3 +106,83 @@ fn pod_stream_keeps_flowing_through_a_20s_etcd_outage() {
         bed.adopt(d);
     }
 }
+
+#[test]
+fn a_lease_that_expires_during_an_outage_is_taken_again_with_the_same_subnet() {
+    let mut bed = bed(2, false);
+    put_config(&bed, VXLAN_CONFIG);
+    let d1 = start_flanneld(&bed, 1, &["--subnet-lease-ttl", "4"]);
+    let d2 = start_flanneld(&bed, 2, &[]);
+    let env1 = wait_subnet_file(bed.node(1), &d1);
+    let _ = wait_subnet_file(bed.node(2), &d2);
+    let etcd = bed.etcd().members[0].daemon.as_ref().expect("etcd");
+    etcd.signal(Signal::SIGSTOP);
+    std::thread::sleep(Duration::from_secs(10));
+    etcd.signal(Signal::SIGCONT);
+    bed.etcd_mut()
+        .wait_healthy(Duration::from_secs(20))
+        .expect("etcd healthy again");
+    wait_for(
+        "node1 to take its lease again",
+        Duration::from_secs(30),
+        || d1.log_tail(100).contains("lease taken again").then_some(()),
+    );
+    let value = etcdctl(
+        &bed,
+        &bed.node(2).host,
+        &["get", &env1.key(), "--print-value-only"],
+    );
+    assert!(
+        value.contains(&format!("\"PublicIP\":\"{}\"", bed.node(1).addr)),
+        "{value}"
+    );
+    assert_eq!(wait_subnet_file(bed.node(1), &d1), env1);
+    wait_for("node2's route to node1", Duration::from_secs(10), || {
+        (!route_to(bed.node(2), &env1.cidr()).is_empty()).then_some(())
+    });
+    for d in [d1, d2] {
+        bed.adopt(d);
+    }
+}
+
+#[test]
+fn losing_one_member_of_a_three_member_etcd_changes_nothing() {
+    require_root();
+    let mut bed = skein_testbed::TestBed::start(skein_testbed::Config {
+        nodes: 3,
+        outside: false,
+        etcd: skein_testbed::EtcdMode::Cluster3,
+        cgroups: false,
+        ..skein_testbed::Config::default()
+    })
+    .expect("start test bed");
+    put_config(&bed, VXLAN_CONFIG);
+    // Every flanneld gets all three endpoints.
+    let d1 = start_flanneld(&bed, 1, &[]);
+    let d2 = start_flanneld(&bed, 2, &[]);
+    let env1 = wait_subnet_file(bed.node(1), &d1);
+    let env2 = wait_subnet_file(bed.node(2), &d2);
+    let p1 = wire_pods(&bed, 1, &env1, 1);
+    let p2 = wire_pods(&bed, 2, &env2, 1);
+    tcp_eventually(&p1[0].host, &p2[0].host, 27000, Duration::from_secs(20));
+
+    bed.etcd_mut().kill_member(0);
+    bed.etcd_mut()
+        .wait_healthy(Duration::from_secs(30))
+        .expect("the two remaining members serve");
+    // A node joining now (it also lists the dead member first) is routed everywhere.
+    let d3 = start_flanneld(&bed, 3, &[]);
+    let env3 = wait_subnet_file(bed.node(3), &d3);
+    for i in [1, 2] {
+        let node = bed.node(i);
+        wait_for("the route to node3", Duration::from_secs(30), || {
+            (!route_to(node, &env3.cidr()).is_empty()).then_some(())
+        });
+    }
+    let p3 = wire_pods(&bed, 3, &env3, 1);
+    tcp_eventually(&p3[0].host, &p1[0].host, 27001, Duration::from_secs(20));
+    tcp_eventually(&p2[0].host, &p3[0].host, 27002, Duration::from_secs(20));
+    for d in [d1, d2, d3] {
+        bed.adopt(d);
+    }
+}

@@ -37,6 +37,9 @@ use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 
 use crate::{NetNs, NetNsGuard};
 
+/// How long one answer from the kernel may take before the call fails.
+const RECV_TIMEOUT_SECS: i64 = 30;
+
 /// A netlink failure: the operation, and the kernel's (or the socket's) error.
 #[derive(Debug, thiserror::Error)]
 #[error("{op}: {source}")]
@@ -164,6 +167,13 @@ impl Netlink {
         socket
             .connect(&SocketAddr::new(0, 0))
             .map_err(nl_err("connect netlink socket"))?;
+        // A kernel answer never takes this long; a stuck call fails instead of hanging.
+        nix::sys::socket::setsockopt(
+            &socket,
+            nix::sys::socket::sockopt::ReceiveTimeout,
+            &nix::sys::time::TimeVal::new(RECV_TIMEOUT_SECS, 0),
+        )
+        .map_err(|e| nl_err("set netlink receive timeout")(e.into()))?;
         Ok(Netlink {
             socket,
             seq: 0,

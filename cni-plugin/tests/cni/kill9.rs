@@ -11,16 +11,24 @@ fn kill_9_mid_add_then_del_leaves_nothing() {
     let bed = bed(1, false);
     let node = bed.node(1);
     let conf = flannel_conf(node, "1.0.0");
-    // How long a whole ADD takes here, to spread the kills over it.
+    // How long a whole ADD takes here (the fastest of three: a busy machine makes some
+    // slow), to spread the kills over it.
     let probe = Pod::new(&bed, "probe");
-    let t = Instant::now();
-    cni(node, &probe.call("ADD"), &conf).ok();
-    let full = t.elapsed();
-    cni(node, &probe.call("DEL"), &conf).ok();
+    let mut full = std::time::Duration::MAX;
+    for _ in 0..3 {
+        let t = Instant::now();
+        cni(node, &probe.call("ADD"), &conf).ok();
+        full = full.min(t.elapsed());
+        cni(node, &probe.call("DEL"), &conf).ok();
+    }
 
     let mut partial_seen = 0;
-    const ROUNDS: u32 = 16;
+    // Bounded: at most ROUNDS kills, stopping early once a few landed mid-ADD.
+    const ROUNDS: u32 = 40;
     for round in 0..ROUNDS {
+        if partial_seen >= 4 {
+            break;
+        }
         let pod = Pod::new(&bed, &format!("k{round}"));
         let mut cmd = node.command(skein_cni()).unwrap();
         configure(&mut cmd, &pod.call("ADD"));
@@ -31,7 +39,8 @@ fn kill_9_mid_add_then_del_leaves_nothing() {
             .unwrap()
             .write_all(conf.to_string().as_bytes())
             .unwrap();
-        std::thread::sleep(full * round / ROUNDS);
+        // Delays sweep 0..full, eight steps, again and again.
+        std::thread::sleep(full * (round % 8) / 8);
         let _ = child.kill(); // SIGKILL; it may have finished already.
         let status = child.wait().unwrap();
         let files = ipam_files(node, "cbr0");
@@ -50,7 +59,7 @@ fn kill_9_mid_add_then_del_leaves_nothing() {
         cni(node, &pod.call("DEL"), &conf).ok();
         assert_no_veths(node);
     }
-    eprintln!("{partial_seen} of {ROUNDS} kills left partial state (full ADD {full:?})");
+    eprintln!("{partial_seen} kills (at most {ROUNDS}) left partial state (full ADD {full:?})");
     assert!(
         partial_seen > 0,
         "no kill landed mid-ADD in {ROUNDS} rounds (full ADD takes {full:?}); the test proved nothing"

@@ -57,7 +57,9 @@ pub fn start_flanneld(bed: &TestBed, i: usize, extra: &[&str]) -> Daemon {
     let mut cmd = node
         .command(env!("CARGO_BIN_EXE_flanneld"))
         .expect("flanneld command");
-    cmd.arg("--etcd-endpoints").arg(bed.etcd().endpoints());
+    // Every member, running or not, as an operator's config lists them.
+    let endpoints: Vec<String> = bed.etcd().members.iter().map(|m| m.client_url()).collect();
+    cmd.arg("--etcd-endpoints").arg(endpoints.join(","));
     if !extra.contains(&"--iface") {
         cmd.args(["--iface", "eth0"]);
     }

@@ -1,0 +1,270 @@
+//! A running skein-apiserver for tests: a TestBed with etcd, the server inside node1's
+//! namespace on 198.51.100.11:6443, and kubectl run inside that namespace with a
+//! kubeconfig in the bed's state dir. Nothing talks to the root namespace.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use skein_testbed::{Config, Daemon, EtcdMode, TestBed};
+
+pub const PORT: u16 = 6443;
+
+pub fn require_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test needs root (it creates network namespaces); run `make test` as root"
+    );
+}
+
+/// The built server binary next to the test executable.
+pub fn server_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("current test executable");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    let p = dir.join("skein-apiserver");
+    assert!(
+        p.is_file(),
+        "{} is not built; run `cargo build -p skein-control-plane` first",
+        p.display()
+    );
+    p
+}
+
+pub struct Api {
+    pub bed: TestBed,
+    pub kubeconfig: PathBuf,
+    pub url: String,
+    pub token: Option<String>,
+    pub server: Option<Daemon>,
+    extra_args: Vec<String>,
+}
+
+impl Api {
+    /// A bed and a server with anonymous access.
+    pub fn start() -> Api {
+        Api::start_with(&[], None)
+    }
+
+    /// A bed and a server with extra flags; `token` goes into the kubeconfig.
+    pub fn start_with(extra: &[&str], token: Option<&str>) -> Api {
+        require_root();
+        let bed = TestBed::start(Config {
+            nodes: 1,
+            outside: false,
+            etcd: EtcdMode::Single,
+            cgroups: false,
+            prefix: None,
+        })
+        .expect("test bed");
+        let url = format!("http://{}:{PORT}", bed.node(1).addr);
+        let kubeconfig = bed.state_dir().join("kubeconfig");
+        let user = match token {
+            Some(t) => format!("  user:\n    token: {t}\n"),
+            None => "  user: {}\n".to_owned(),
+        };
+        std::fs::write(
+            &kubeconfig,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: skein\n  cluster:\n    server: {url}\nusers:\n- name: u\n{user}contexts:\n- name: skein\n  context:\n    cluster: skein\n    user: u\n    namespace: default\ncurrent-context: skein\n"
+            ),
+        )
+        .unwrap();
+        let mut api = Api {
+            bed,
+            kubeconfig,
+            url,
+            token: token.map(str::to_owned),
+            server: None,
+            extra_args: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        api.start_server();
+        api
+    }
+
+    pub fn start_server(&mut self) {
+        let node = self.bed.node(1);
+        let mut cmd = node.command(server_binary()).unwrap();
+        cmd.args(["--etcd-servers", &self.bed.etcd().members[0].client_url()])
+            .args([
+                "--bind-address",
+                &node.addr.to_string(),
+                "--port",
+                &PORT.to_string(),
+            ])
+            .args(&self.extra_args)
+            .env("RUST_LOG", "info,skein_control_plane=debug");
+        let log = node.dirs.log_dir.join("apiserver.log");
+        let mut d = node.spawn("skein-apiserver", cmd, &log).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok((code, _)) = self.http("GET", "/readyz", None)
+                && (code == 200 || code == 401)
+            {
+                break;
+            }
+            assert!(
+                d.is_running(),
+                "skein-apiserver exited:\n{}",
+                d.log_tail(30)
+            );
+            assert!(
+                Instant::now() < deadline,
+                "skein-apiserver not ready after 30s:\n{}",
+                d.log_tail(30)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.server = Some(d);
+    }
+
+    pub fn stop_server(&mut self) {
+        if let Some(mut d) = self.server.take() {
+            d.stop();
+        }
+    }
+
+    pub fn log_tail(&self) -> String {
+        self.server
+            .as_ref()
+            .map(|d| d.log_tail(40))
+            .unwrap_or_default()
+    }
+
+    /// One HTTP/1.0 request from inside node1; returns (status, body).
+    pub fn http(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<(&str, &str)>,
+    ) -> std::io::Result<(u16, String)> {
+        self.http_auth(method, path, body, self.token.as_deref())
+    }
+
+    pub fn http_auth(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<(&str, &str)>,
+        token: Option<&str>,
+    ) -> std::io::Result<(u16, String)> {
+        let node = self.bed.node(1);
+        let addr = SocketAddr::from((node.addr, PORT));
+        let mut s = node
+            .connect_tcp(addr, Duration::from_secs(3))
+            .map_err(std::io::Error::other)?;
+        s.set_read_timeout(Some(Duration::from_secs(20)))?;
+        let mut req =
+            format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\nAccept: application/json\r\n");
+        if let Some(t) = token {
+            req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+        }
+        if let Some((ct, b)) = body {
+            req.push_str(&format!(
+                "Content-Type: {ct}\r\nContent-Length: {}\r\n\r\n{b}",
+                b.len()
+            ));
+        } else {
+            req.push_str("\r\n");
+        }
+        s.write_all(req.as_bytes())?;
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw)?;
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let code = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        Ok((code, body.to_owned()))
+    }
+
+    /// Runs kubectl inside node1 with the bed's kubeconfig.
+    pub fn kubectl_output(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let node = self.bed.node(1);
+        let mut cmd = node.command("kubectl").unwrap();
+        cmd.env("KUBECONFIG", &self.kubeconfig)
+            .env("HOME", self.bed.state_dir())
+            .args(["--request-timeout", "20s"])
+            .args(args);
+        if let Some(input) = stdin {
+            cmd.stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped());
+            let mut child = cmd.spawn().unwrap();
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(input.as_bytes())
+                .unwrap();
+            child.wait_with_output().unwrap()
+        } else {
+            cmd.stdin(std::process::Stdio::null());
+            cmd.output().unwrap()
+        }
+    }
+
+    /// kubectl that must succeed; returns stdout.
+    pub fn kubectl(&self, args: &[&str]) -> String {
+        let out = self.kubectl_output(args, None);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed: {}\n{}\nserver log:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout),
+            self.log_tail()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// kubectl with stdin that must succeed.
+    pub fn kubectl_in(&self, args: &[&str], stdin: &str) -> String {
+        let out = self.kubectl_output(args, Some(stdin));
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed: {}\n{}\nserver log:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout),
+            self.log_tail()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// kubectl that must fail; returns stderr.
+    pub fn kubectl_fails(&self, args: &[&str], stdin: Option<&str>) -> String {
+        let out = self.kubectl_output(args, stdin);
+        assert!(
+            !out.status.success(),
+            "kubectl {args:?} should have failed but printed:\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    /// A JSON object via kubectl get -o json.
+    pub fn get_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = vec!["get"];
+        a.extend_from_slice(args);
+        a.extend_from_slice(&["-o", "json"]);
+        serde_json::from_str(&self.kubectl(&a)).unwrap()
+    }
+
+    /// The repository's tests/fixtures dir.
+    pub fn fixture(name: &str) -> String {
+        let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures")
+            .join(name);
+        p.display().to_string()
+    }
+}
+
+impl Drop for Api {
+    fn drop(&mut self) {
+        self.stop_server();
+    }
+}

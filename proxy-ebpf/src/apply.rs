@@ -1,0 +1,50 @@
+//! One-shot programming of a node from a complete set of Services: install (or keep) the
+//! datapath, read the pinned maps, resync them to the set. `skein-proxy apply` and the
+//! tests use it; the daemon does the same steps with Services from the API.
+
+use std::time::Instant;
+
+use crate::Error;
+use crate::datapath::{BpfMaps, InstallConfig, InstallReport, install};
+use crate::desired::NodeContext;
+use crate::model::ServiceSet;
+use crate::reconcile::{MapWriter, Reconciler};
+
+/// What an apply did.
+#[derive(Debug, Clone)]
+pub struct ApplySummary {
+    /// Programs attached now and kept from before.
+    pub install: InstallReport,
+    /// Map writes made (0 when the maps already matched).
+    pub writes: usize,
+    /// Services with map entries, and backend slots.
+    pub services: usize,
+    /// Backend slots written in total.
+    pub backends: usize,
+    /// Time spent writing maps.
+    pub write_micros: u128,
+}
+
+/// Installs the datapath described by `cfg` and makes the maps hold exactly `set`.
+pub fn apply_set(
+    cfg: &InstallConfig,
+    node: NodeContext,
+    set: &ServiceSet,
+) -> Result<ApplySummary, Error> {
+    let report = install(cfg)?;
+    let mut maps = BpfMaps::open(&cfg.pin_dir)?;
+    let current = maps.read_state()?;
+    let mut r = Reconciler::new(node, &current);
+    let ops = r.resync(&set.services, &current)?;
+    let t = Instant::now();
+    maps.write_all(&ops)?;
+    let write_micros = t.elapsed().as_micros();
+    let (services, backends) = r.counts();
+    Ok(ApplySummary {
+        install: report,
+        writes: ops.len(),
+        services,
+        backends,
+        write_micros,
+    })
+}

@@ -1,0 +1,428 @@
+//! The kernel side: load the two eBPF objects, attach them (cgroup hooks to the node's
+//! pod cgroup, tc to the uplink of the current network namespace), pin programs' links
+//! and maps under the pin dir, open the pinned maps, and remove it all again.
+//!
+//! ```text
+//! <pin dir>/skein_svc skein_be ...   maps (pinned by name by the loader)
+//! <pin dir>/link_skein_connect4 ...  links: an attachment lives as long as its pin
+//! ```
+//! A second `install` on the same pin dir keeps existing links (open connections and
+//! NAT state survive a restart) and reuses the pinned maps.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray};
+use aya::programs::links::FdLink;
+use aya::programs::{CgroupAttachMode, CgroupSockAddr, SchedClassifier, TcAttachType};
+use aya::{Ebpf, EbpfLoader, VerifierLogLevel};
+
+use crate::Error;
+use crate::maps::*;
+use crate::reconcile::{MapState, MapWriter, Op};
+
+static CGROUP_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/cgroup_sock.o"));
+static TC_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tc_nodeport.o"));
+
+const CGROUP_PROGRAMS: &[&str] = &[
+    PROG_CONNECT4,
+    PROG_SENDMSG4,
+    PROG_RECVMSG4,
+    PROG_GETPEERNAME4,
+];
+
+/// Where and what to attach.
+#[derive(Debug, Clone)]
+pub struct InstallConfig {
+    /// Pin dir, `/sys/fs/bpf/skein/<node>`.
+    pub pin_dir: PathBuf,
+    /// The pods' cgroup v2 subtree (never the root cgroup); `None` = no ClusterIP hooks.
+    pub cgroup: Option<PathBuf>,
+    /// The uplink in the current network namespace; `None` = no NodePort.
+    pub uplink: Option<String>,
+    /// This node's address, the SNAT source for remote backends.
+    pub node_ip: Option<Ipv4Addr>,
+}
+
+/// What `install` did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct InstallReport {
+    /// Programs attached now.
+    pub attached: Vec<&'static str>,
+    /// Programs whose pinned link from an earlier run was kept.
+    pub kept: Vec<&'static str>,
+}
+
+fn link_pin(pin_dir: &Path, program: &str) -> PathBuf {
+    pin_dir.join(format!("link_{program}"))
+}
+
+/// Refuses the root cgroup and anything that is not a cgroup v2 directory: only a
+/// non-root cgroup2 directory has `cgroup.events`.
+pub fn check_cgroup(path: &Path) -> Result<(), Error> {
+    if !path.join("cgroup.events").exists() {
+        return Err(Error::Config(format!(
+            "{} is not a non-root cgroup v2 directory (the hooks never attach to the root cgroup)",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+fn load(object: &'static str, bytes: &[u8], pin_dir: &Path) -> Result<Ebpf, Error> {
+    EbpfLoader::new()
+        .default_map_pin_directory(pin_dir)
+        .verifier_log_level(VerifierLogLevel::DEBUG | VerifierLogLevel::STATS)
+        .load(bytes)
+        .map_err(|e| Error::Load {
+            object,
+            source: Box::new(e),
+        })
+}
+
+fn pin_link(link: FdLink, path: &Path) -> Result<(), Error> {
+    link.pin(path).map(drop).map_err(|e| Error::Pin {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+/// The standard bpffs mount point.
+pub const BPFFS: &str = "/sys/fs/bpf";
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+fn is_bpffs(path: &Path) -> bool {
+    nix::sys::statfs::statfs(path)
+        .map(|s| s.filesystem_type().0 == BPF_FS_MAGIC)
+        .unwrap_or(false)
+}
+
+/// Makes sure the pin dir is on a bpffs: when it lies under /sys/fs/bpf and nothing is
+/// mounted there yet, mounts bpffs there (as systemd does at boot, and as Cilium does
+/// when it is missing). Serialised with a lock so two proxies never stack two mounts.
+pub fn ensure_bpffs(pin_dir: &Path) -> Result<(), Error> {
+    let root = Path::new(BPFFS);
+    if !pin_dir.starts_with(root) {
+        let parent = pin_dir.ancestors().find(|p| p.exists()).unwrap_or(root);
+        if is_bpffs(parent) {
+            return Ok(());
+        }
+        return Err(Error::Config(format!(
+            "pin dir {} is not on a bpf filesystem (mount one: mount -t bpf bpffs <dir>)",
+            pin_dir.display()
+        )));
+    }
+    if is_bpffs(root) {
+        return Ok(());
+    }
+    let lock_path = Path::new("/run/skein-proxy-bpffs.lock");
+    let lock = std::fs::File::create(lock_path)
+        .map_err(Error::io(format!("create {}", lock_path.display())))?;
+    let _guard = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| Error::io(format!("lock {}", lock_path.display()))(e.into()))?;
+    if is_bpffs(root) {
+        return Ok(());
+    }
+    nix::mount::mount(
+        Some("bpffs"),
+        root,
+        Some("bpf"),
+        nix::mount::MsFlags::MS_NOSUID
+            | nix::mount::MsFlags::MS_NODEV
+            | nix::mount::MsFlags::MS_NOEXEC,
+        Some("mode=0700"),
+    )
+    .map_err(|e| Error::io(format!("mount bpffs at {BPFFS}"))(e.into()))?;
+    tracing::info!(path = BPFFS, "mounted bpffs");
+    Ok(())
+}
+
+/// Loads, attaches and pins everything `cfg` asks for. Maps are created (or reused when
+/// pinned) under the pin dir. On failure, what this call attached is detached again.
+pub fn install(cfg: &InstallConfig) -> Result<InstallReport, Error> {
+    // Bad input is refused before anything is made.
+    if let Some(cgroup) = &cfg.cgroup {
+        check_cgroup(cgroup)?;
+    }
+    ensure_bpffs(&cfg.pin_dir)?;
+    let fresh = !cfg.pin_dir.exists();
+    std::fs::create_dir_all(&cfg.pin_dir).map_err(Error::io(format!(
+        "create pin dir {}",
+        cfg.pin_dir.display()
+    )))?;
+    let mut report = InstallReport::default();
+    let result = install_inner(cfg, &mut report);
+    if result.is_err() {
+        if fresh {
+            // Nothing was here before: remove everything this call made, maps included.
+            let _ = cleanup(&cfg.pin_dir);
+        } else {
+            for p in &report.attached {
+                let _ = std::fs::remove_file(link_pin(&cfg.pin_dir, p));
+            }
+        }
+    }
+    result.map(|()| report)
+}
+
+fn install_inner(cfg: &InstallConfig, report: &mut InstallReport) -> Result<(), Error> {
+    // Both objects are always loaded: that creates or reuses every pinned map.
+    let mut cg = load("cgroup_sock.o", CGROUP_OBJ, &cfg.pin_dir)?;
+    let mut tc = load("tc_nodeport.o", TC_OBJ, &cfg.pin_dir)?;
+
+    if let Some(cgroup) = &cfg.cgroup {
+        let dir = std::fs::File::open(cgroup)
+            .map_err(Error::io(format!("open cgroup {}", cgroup.display())))?;
+        for &name in CGROUP_PROGRAMS {
+            let pin = link_pin(&cfg.pin_dir, name);
+            if pin.exists() {
+                report.kept.push(name);
+                continue;
+            }
+            let prog_err = |e| Error::Program {
+                program: name,
+                source: Box::new(e),
+            };
+            let prog: &mut CgroupSockAddr = cg
+                .program_mut(name)
+                .ok_or_else(|| Error::Config(format!("program {name} missing from cgroup_sock.o")))?
+                .try_into()
+                .map_err(prog_err)?;
+            prog.load().map_err(prog_err)?;
+            let id = prog
+                .attach(&dir, CgroupAttachMode::default())
+                .map_err(|e| Error::Attach {
+                    program: name,
+                    target: cgroup.display().to_string(),
+                    source: Box::new(e),
+                })?;
+            let link: FdLink = prog.take_link(id).map_err(prog_err)?.try_into().map_err(
+                |e: aya::programs::links::LinkError| Error::Pin {
+                    path: pin.clone(),
+                    reason: e.to_string(),
+                },
+            )?;
+            pin_link(link, &pin)?;
+            report.attached.push(name);
+        }
+    }
+
+    if let Some(uplink) = &cfg.uplink {
+        for (name, kind) in [
+            (PROG_TC_INGRESS, TcAttachType::Ingress),
+            (PROG_TC_EGRESS, TcAttachType::Egress),
+        ] {
+            let pin = link_pin(&cfg.pin_dir, name);
+            if pin.exists() {
+                report.kept.push(name);
+                continue;
+            }
+            let prog_err = |e| Error::Program {
+                program: name,
+                source: Box::new(e),
+            };
+            let prog: &mut SchedClassifier = tc
+                .program_mut(name)
+                .ok_or_else(|| Error::Config(format!("program {name} missing from tc_nodeport.o")))?
+                .try_into()
+                .map_err(prog_err)?;
+            prog.load().map_err(prog_err)?;
+            let id = prog.attach(uplink, kind).map_err(|e| Error::Attach {
+                program: name,
+                target: uplink.clone(),
+                source: Box::new(e),
+            })?;
+            let link: FdLink = prog.take_link(id).map_err(prog_err)?.try_into().map_err(
+                |e: aya::programs::links::LinkError| Error::Pin {
+                    path: pin.clone(),
+                    reason: e.to_string(),
+                },
+            )?;
+            pin_link(link, &pin)?;
+            report.attached.push(name);
+        }
+    }
+
+    if let Some(ip) = cfg.node_ip {
+        let map = tc
+            .map_mut(MAP_CFG)
+            .ok_or_else(|| Error::Config(format!("map {MAP_CFG} missing")))?;
+        let mut arr: Array<&mut MapData, NodeCfg> =
+            Array::try_from(map).map_err(Error::map(MAP_CFG))?;
+        arr.set(
+            0,
+            NodeCfg {
+                node_addr: ip.octets(),
+                pad: 0,
+            },
+            0,
+        )
+        .map_err(Error::map(MAP_CFG))?;
+    }
+    // Dropping the Ebpf objects here releases only their own fds: the pins keep the
+    // maps and the links (and through them the programs) alive.
+    Ok(())
+}
+
+/// Removes everything under the pin dir: links first (which detaches the programs),
+/// then maps, then the dir. Keeps going past failures and reports them all.
+pub fn cleanup(pin_dir: &Path) -> Result<(), Error> {
+    let mut problems = Vec::new();
+    let entries = match std::fs::read_dir(pin_dir) {
+        Ok(d) => d
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .collect::<Vec<_>>(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(format!("read {}", pin_dir.display()))(e)),
+    };
+    let (links, rest): (Vec<_>, Vec<_>) = entries.into_iter().partition(|p| {
+        p.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("link_"))
+    });
+    for p in links.iter().chain(rest.iter()) {
+        if let Err(e) = std::fs::remove_file(p) {
+            problems.push(format!("remove {}: {e}", p.display()));
+        }
+    }
+    if let Err(e) = std::fs::remove_dir(pin_dir) {
+        problems.push(format!("remove {}: {e}", pin_dir.display()));
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Config(format!(
+            "cleanup left problems: {}",
+            problems.join("; ")
+        )))
+    }
+}
+
+/// Whether the programs of this pin dir are attached (their link pins exist).
+pub fn installed(pin_dir: &Path) -> Vec<&'static str> {
+    CGROUP_PROGRAMS
+        .iter()
+        .chain([PROG_TC_INGRESS, PROG_TC_EGRESS].iter())
+        .copied()
+        .filter(|p| link_pin(pin_dir, p).exists())
+        .collect()
+}
+
+fn open_map(pin_dir: &Path, name: &'static str) -> Result<Map, Error> {
+    let data = MapData::from_pin(pin_dir.join(name)).map_err(Error::map(name))?;
+    Map::from_map_data(data).map_err(Error::map(name))
+}
+
+/// The pinned maps the reconciler writes, opened from the pin dir.
+pub struct BpfMaps {
+    svc: HashMap<MapData, SvcKey, SvcValue>,
+    be: HashMap<MapData, BeKey, Backend>,
+    maglev: HashMap<MapData, u32, MaglevTable>,
+    names: HashMap<MapData, u32, GroupName>,
+    conns: PerCpuArray<MapData, u64>,
+    ct: HashMap<MapData, Tuple, CtValue>,
+}
+
+impl std::fmt::Debug for BpfMaps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BpfMaps").finish_non_exhaustive()
+    }
+}
+
+impl BpfMaps {
+    /// Opens the maps pinned under `pin_dir` (made by [`install`]).
+    pub fn open(pin_dir: &Path) -> Result<BpfMaps, Error> {
+        Ok(BpfMaps {
+            svc: HashMap::try_from(open_map(pin_dir, MAP_SVC)?).map_err(Error::map(MAP_SVC))?,
+            be: HashMap::try_from(open_map(pin_dir, MAP_BE)?).map_err(Error::map(MAP_BE))?,
+            maglev: HashMap::try_from(open_map(pin_dir, MAP_MAGLEV)?)
+                .map_err(Error::map(MAP_MAGLEV))?,
+            names: HashMap::try_from(open_map(pin_dir, MAP_NAMES)?)
+                .map_err(Error::map(MAP_NAMES))?,
+            conns: PerCpuArray::try_from(open_map(pin_dir, MAP_CONNS)?)
+                .map_err(Error::map(MAP_CONNS))?,
+            ct: HashMap::try_from(open_map(pin_dir, MAP_CT)?).map_err(Error::map(MAP_CT))?,
+        })
+    }
+
+    /// Reads what the four reconciled maps hold.
+    pub fn read_state(&self) -> Result<MapState, Error> {
+        let mut st = MapState::default();
+        for kv in self.svc.iter() {
+            let (k, v) = kv.map_err(Error::map(MAP_SVC))?;
+            st.svc.insert(k, v);
+        }
+        for kv in self.be.iter() {
+            let (k, v) = kv.map_err(Error::map(MAP_BE))?;
+            st.be.insert(k, v);
+        }
+        for kv in self.maglev.iter() {
+            let (k, v) = kv.map_err(Error::map(MAP_MAGLEV))?;
+            st.maglev.insert(k, Box::new(v));
+        }
+        for kv in self.names.iter() {
+            let (k, v) = kv.map_err(Error::map(MAP_NAMES))?;
+            st.names.insert(k, v);
+        }
+        Ok(st)
+    }
+
+    /// New connections counted for `group` (summed over CPUs).
+    pub fn connections(&self, group: u32) -> Result<u64, Error> {
+        let v = self.conns.get(&group, 0).map_err(Error::map(MAP_CONNS))?;
+        Ok(v.iter().sum())
+    }
+
+    /// Whether a frontend is present (for latency measurements).
+    pub fn has_frontend(&self, key: &SvcKey) -> bool {
+        self.svc.get(key, 0).is_ok()
+    }
+
+    /// The backend in slot `slot` of the frontend `key`, if both exist.
+    pub fn backend(&self, key: &SvcKey, slot: u32) -> Option<Backend> {
+        let svc = self.svc.get(key, 0).ok()?;
+        self.be
+            .get(
+                &BeKey {
+                    group: svc.group,
+                    slot,
+                },
+                0,
+            )
+            .ok()
+    }
+
+    /// Number of tc conntrack entries.
+    pub fn conntrack_entries(&self) -> usize {
+        self.ct.keys().filter(|k| k.is_ok()).count()
+    }
+}
+
+fn ignore_missing(r: Result<(), MapError>) -> Result<(), MapError> {
+    match r {
+        Err(MapError::KeyNotFound) => Ok(()),
+        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        other => other,
+    }
+}
+
+impl MapWriter for BpfMaps {
+    fn write(&mut self, op: &Op) -> Result<(), Error> {
+        match op {
+            Op::PutBackend(k, v) => self.be.insert(k, v, 0).map_err(Error::map(MAP_BE)),
+            Op::PutMaglev(k, v) => self
+                .maglev
+                .insert(k, **v, 0)
+                .map_err(Error::map(MAP_MAGLEV)),
+            Op::PutName(k, v) => self.names.insert(k, v, 0).map_err(Error::map(MAP_NAMES)),
+            Op::PutSvc(k, v) => self.svc.insert(k, v, 0).map_err(Error::map(MAP_SVC)),
+            Op::DelSvc(k) => ignore_missing(self.svc.remove(k)).map_err(Error::map(MAP_SVC)),
+            Op::DelBackend(k) => ignore_missing(self.be.remove(k)).map_err(Error::map(MAP_BE)),
+            Op::DelMaglev(k) => {
+                ignore_missing(self.maglev.remove(k)).map_err(Error::map(MAP_MAGLEV))
+            }
+            Op::DelName(k) => ignore_missing(self.names.remove(k)).map_err(Error::map(MAP_NAMES)),
+        }
+    }
+}
