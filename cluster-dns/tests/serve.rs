@@ -2,26 +2,18 @@
 //! Services and EndpointSlices, queried over UDP and TCP from another node's namespace.
 //! Needs root (it builds namespaces); every test makes its own bed.
 
-use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
-use std::path::{Path, PathBuf};
+mod support;
+
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
-use hickory_proto::rr::{Name, RData, RecordType};
-use skein_testbed::{Config, Daemon, EtcdMode, Host, TestBed};
-
-const DNS_BIN: &str = env!("CARGO_BIN_EXE_skein-dns");
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::{RData, RecordType};
+use skein_testbed::{EtcdMode, TestBed};
+use support::*;
 
 fn bed(nodes: usize) -> TestBed {
-    TestBed::start(Config {
-        prefix: None,
-        nodes,
-        outside: false,
-        etcd: EtcdMode::None,
-        cgroups: false,
-    })
-    .expect("start test bed (these tests need root)")
+    support::bed(nodes, EtcdMode::None)
 }
 
 /// The cluster the tests serve: a normal, a headless and an ExternalName Service.
@@ -47,116 +39,6 @@ const OBJECTS: &str = r#"{
        {"addresses": ["10.244.3.9"], "conditions": {"ready": false}}],
      "ports": [{"name": "pg", "port": 5432, "protocol": "TCP"}]}
   ]}"#;
-
-fn write_objects(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, text).expect("write objects file");
-    path
-}
-
-/// Starts skein-dns in `host`'s namespace on `host.addr:53`.
-fn start_dns(host: &Host, log: &Path, args: &[&str]) -> Daemon {
-    let mut cmd = host.command(DNS_BIN).expect("command in netns");
-    cmd.args(["--listen", &format!("{}:53", host.addr)])
-        .args(args)
-        .env("RUST_LOG", "debug");
-    host.spawn("skein-dns", cmd, log).expect("spawn skein-dns")
-}
-
-/// One query from inside `client`'s namespace, over UDP or TCP.
-fn query(
-    client: &Host,
-    server: SocketAddr,
-    name: &str,
-    rtype: RecordType,
-    tcp: bool,
-) -> std::io::Result<Message> {
-    let mut msg = Message::new(rand_id(), MessageType::Query, OpCode::Query);
-    msg.metadata.recursion_desired = true;
-    msg.add_query(Query::query(Name::from_ascii(name).expect("name"), rtype));
-    let bytes = msg.to_vec().expect("encode query");
-    let reply = client
-        .in_netns(move || -> std::io::Result<Vec<u8>> {
-            if tcp {
-                let mut s = TcpStream::connect_timeout(&server, Duration::from_secs(2))?;
-                s.set_read_timeout(Some(Duration::from_secs(2)))?;
-                s.write_all(&(bytes.len() as u16).to_be_bytes())?;
-                s.write_all(&bytes)?;
-                let mut len = [0u8; 2];
-                s.read_exact(&mut len)?;
-                let mut buf = vec![0u8; u16::from_be_bytes(len) as usize];
-                s.read_exact(&mut buf)?;
-                Ok(buf)
-            } else {
-                let sock = UdpSocket::bind("0.0.0.0:0")?;
-                sock.set_read_timeout(Some(Duration::from_millis(500)))?;
-                sock.send_to(&bytes, server)?;
-                let mut buf = [0u8; 4096];
-                let (n, _) = sock.recv_from(&mut buf)?;
-                Ok(buf[..n].to_vec())
-            }
-        })
-        .expect("enter client netns")?;
-    let answer = Message::from_vec(&reply).map_err(std::io::Error::other)?;
-    assert_eq!(
-        answer.metadata.id, msg.metadata.id,
-        "answer id matches the query"
-    );
-    Ok(answer)
-}
-
-fn rand_id() -> u16 {
-    use std::sync::atomic::{AtomicU16, Ordering};
-    static N: AtomicU16 = AtomicU16::new(0x1234);
-    N.fetch_add(7919, Ordering::Relaxed)
-}
-
-/// Queries until the server answers (it is starting), at most 15 s.
-fn wait_ready(client: &Host, server: SocketAddr, daemon: &mut Daemon) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if query(
-            client,
-            server,
-            "web.default.svc.cluster.local.",
-            RecordType::A,
-            false,
-        )
-        .is_ok()
-        {
-            return;
-        }
-        assert!(
-            daemon.is_running(),
-            "skein-dns exited; log:\n{}",
-            daemon.log_tail(30)
-        );
-        assert!(
-            Instant::now() < deadline,
-            "skein-dns did not answer on {server} within 15 s; log:\n{}",
-            daemon.log_tail(30)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn addrs(m: &Message) -> Vec<IpAddr> {
-    let mut v: Vec<IpAddr> = m
-        .answers
-        .iter()
-        .filter_map(|r| match &r.data {
-            RData::A(a) => Some(IpAddr::V4(a.0)),
-            RData::AAAA(a) => Some(IpAddr::V6(a.0)),
-            _ => None,
-        })
-        .collect();
-    v.sort();
-    v
-}
-
-fn ips(list: &[&str]) -> Vec<IpAddr> {
-    list.iter().map(|s| s.parse().unwrap()).collect()
-}
 
 #[test]
 fn answers_normal_headless_and_external_name_services_and_nxdomain_outside() {
