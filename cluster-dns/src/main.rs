@@ -44,6 +44,9 @@ struct Args {
     log_format: String,
 }
 
+/// The log filter when RUST_LOG is not set.
+const DEFAULT_LOG: &str = "info,hickory_server=warn";
+
 fn parse_upstream(s: &str) -> Result<SocketAddr, String> {
     if let Ok(addr) = s.parse::<SocketAddr>() {
         return Ok(addr);
@@ -73,8 +76,9 @@ fn check_domain(domain: &str) -> anyhow::Result<()> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // hickory logs every query at info: only when RUST_LOG asks for it.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG));
     if args.log_format == "json" {
         tracing_subscriber::fmt()
             .with_env_filter(filter)

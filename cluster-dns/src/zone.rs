@@ -137,11 +137,9 @@ impl Zone {
             return false;
         }
         let mut n = name.as_str();
-        loop {
+        // Once a name is known, so are all its ancestors.
+        while !self.names.contains(n) {
             self.names.insert(n.to_owned());
-            if n == self.domain {
-                break;
-            }
             match n.split_once('.') {
                 Some((_, parent)) => n = parent,
                 None => break,
