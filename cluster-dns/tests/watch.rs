@@ -199,6 +199,56 @@ fn follows_services_and_endpointslices_from_the_api_server() {
         |m| cnames(m) == ["search.example.com."],
     );
 
+    // The operator's workflow from the README: dump the state with kubectl and serve it
+    // from the file; the answers are the same.
+    let dump = kc(&["get", "services,endpointslices", "-A", "-o", "json"]);
+    let dump_file = write_objects(bed.state_dir(), "dump.json", &dump);
+    let mut cmd = node1.command(DNS_BIN).unwrap();
+    cmd.args(["--listen", &format!("{}:5353", node1.addr), "--from-file"])
+        .arg(&dump_file);
+    let mut from_file = node1
+        .spawn(
+            "skein-dns-file",
+            cmd,
+            &node1.dirs.log_dir.join("skein-dns-file.log"),
+        )
+        .expect("spawn skein-dns --from-file");
+    let file_server = SocketAddr::from((node1.addr, 5353));
+    wait_ready(client, file_server, &mut from_file);
+    let m = query(
+        client,
+        file_server,
+        "web.default.svc.cluster.local.",
+        RecordType::A,
+        false,
+    )
+    .unwrap();
+    assert_eq!(
+        addrs(&m),
+        ips(&[&cluster_ip]),
+        "log:\n{}",
+        from_file.log_tail(20)
+    );
+    let m = query(
+        client,
+        file_server,
+        "db.default.svc.cluster.local.",
+        RecordType::A,
+        false,
+    )
+    .unwrap();
+    assert_eq!(addrs(&m), ips(&["10.244.1.5"]));
+    let m = query(
+        client,
+        file_server,
+        "search.default.svc.cluster.local.",
+        RecordType::A,
+        false,
+    )
+    .unwrap();
+    assert_eq!(cnames(&m), ["search.example.com."]);
+    from_file.stop();
+
     // The not-ready endpoint becomes ready: it is published.
     kc(&[
         "patch",
