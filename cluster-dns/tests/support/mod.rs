@@ -49,7 +49,8 @@ pub fn start_dns(host: &Host, log: &Path, args: &[&str]) -> Daemon {
     host.spawn("skein-dns", cmd, log).expect("spawn skein-dns")
 }
 
-/// One query from inside `client`'s namespace, over UDP or TCP.
+/// One query from inside `client`'s namespace, over UDP or TCP. Timeouts are generous
+/// (2 s UDP, 5 s TCP: longer than the server's 2 s upstream timeout) for a loaded machine.
 pub fn query(
     client: &Host,
     server: SocketAddr,
@@ -65,7 +66,7 @@ pub fn query(
         .in_netns(move || -> std::io::Result<Vec<u8>> {
             if tcp {
                 let mut s = TcpStream::connect_timeout(&server, Duration::from_secs(2))?;
-                s.set_read_timeout(Some(Duration::from_secs(2)))?;
+                s.set_read_timeout(Some(Duration::from_secs(5)))?;
                 s.write_all(&(bytes.len() as u16).to_be_bytes())?;
                 s.write_all(&bytes)?;
                 let mut len = [0u8; 2];
@@ -75,7 +76,7 @@ pub fn query(
                 Ok(buf)
             } else {
                 let sock = UdpSocket::bind("0.0.0.0:0")?;
-                sock.set_read_timeout(Some(Duration::from_millis(500)))?;
+                sock.set_read_timeout(Some(Duration::from_secs(2)))?;
                 sock.send_to(&bytes, server)?;
                 let mut buf = [0u8; 4096];
                 let (n, _) = sock.recv_from(&mut buf)?;
