@@ -1,7 +1,23 @@
-//! skeinctl's commands. `demo` builds a test bed and proves its paths; `down` removes a
-//! cluster or bed by name (see [`skein_testbed::sweep`]).
+//! skeinctl: the operator's CLI for a local skein cluster on one machine.
+//!
+//! ```text
+//! up ─► test bed (namespaces, etcd) ─► control plane, relay, per-node daemons ─► detached,
+//!       pid + log files under /run/skein/<name>/   (up.rs, components.rs, layout.rs)
+//! kubeconfig ─► /run/skein/<name>/kubeconfig ─► relay 127.0.0.1:<port> ─► <name>-control
+//!       (relay.rs)
+//! status ─► pid files, subnet files, flannel leases, the API's Nodes and Services
+//!       (status.rs, api.rs)
+//! down ─► sweep by name: processes, namespaces, mounts, pins, cgroups, files
+//! demo ─► a throwaway test bed with reachability checks (demo.rs)
+//! ```
 
+pub mod api;
+pub mod components;
 pub mod demo;
+pub mod layout;
+pub mod relay;
+pub mod status;
+pub mod up;
 
 use std::process::ExitCode;
 

@@ -1,6 +1,12 @@
 //! `skeinctl`: the operator's CLI for a local skein cluster.
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
 use clap::{Parser, Subcommand};
+use skeinctl::layout::Backend;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -15,12 +21,33 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
-    /// Build a throwaway test bed (fabric, nodes, outside, etcd), prove node-to-node
-    /// reachability and etcd health from every node, and tear it down.
-    Demo {
+    /// Bring up a local cluster in network namespaces and leave it running: etcd, the
+    /// control plane, and on every node flanneld, skein-cni, skein-agent and skein-proxy.
+    Up {
+        /// The cluster's name: prefix of its namespaces, state in /run/skein/<name>.
+        #[arg(long, default_value = "skein")]
+        name: String,
         /// Number of nodes.
         #[arg(long, default_value_t = 3)]
         nodes: usize,
+        /// flanneld's backend.
+        #[arg(long, value_enum, default_value_t = Backend::Vxlan)]
+        backend: Backend,
+        /// Where the skein binaries are [default: the directory of this executable].
+        #[arg(long)]
+        bin_dir: Option<PathBuf>,
+    },
+    /// Show a local cluster: daemons, nodes and subnets, the API's Nodes and Services.
+    Status {
+        /// The cluster's name.
+        #[arg(long, default_value = "skein")]
+        name: String,
+    },
+    /// Print the path of a kubeconfig with which plain kubectl reaches the cluster.
+    Kubeconfig {
+        /// The cluster's name.
+        #[arg(long, default_value = "skein")]
+        name: String,
     },
     /// Remove a local cluster or test bed by name, or every one with --all: processes,
     /// namespaces, mounts, BPF pins, cgroups and state files.
@@ -32,22 +59,72 @@ enum Cmd {
         #[arg(long)]
         all: bool,
     },
-    /// Bring up a local cluster (not implemented yet: skein issue #8).
-    Up,
-    /// Show a local cluster at a glance (not implemented yet: skein issue #8).
-    Status,
-    /// Print the path of a kubeconfig for the local cluster (not implemented yet: skein issue #8).
-    Kubeconfig,
+    /// Build a throwaway test bed (fabric, nodes, outside, etcd), prove node-to-node
+    /// reachability and etcd health from every node, and tear it down.
+    Demo {
+        /// Number of nodes.
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+    },
+    /// (internal, started by `up`) Relay 127.0.0.1 connections to the API server inside
+    /// the control namespace.
+    #[command(hide = true)]
+    Relay {
+        /// The namespace to connect from (a path, or a name under /run/netns).
+        #[arg(long)]
+        netns: PathBuf,
+        /// The API server's address inside that namespace.
+        #[arg(long)]
+        target: SocketAddr,
+        /// Where to listen, in the relay's own namespace.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+        /// File that receives the bound port.
+        #[arg(long)]
+        port_file: PathBuf,
+    },
 }
 
-fn main() -> anyhow::Result<std::process::ExitCode> {
+fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
-        Cmd::Demo { nodes } => skeinctl::demo::run(nodes),
+        Cmd::Up {
+            name,
+            nodes,
+            backend,
+            bin_dir,
+        } => {
+            let bin_dir = match bin_dir {
+                Some(d) => d,
+                None => std::env::current_exe()
+                    .context("find the skeinctl executable")?
+                    .parent()
+                    .context("the skeinctl executable has no directory")?
+                    .to_owned(),
+            };
+            skeinctl::up::up(&skeinctl::up::UpOptions {
+                name,
+                nodes,
+                backend,
+                bin_dir,
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Status { name } => skeinctl::status::status(&name),
+        Cmd::Kubeconfig { name } => {
+            println!("{}", skeinctl::status::kubeconfig_path(&name)?.display());
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Down { name, all } => skeinctl::down(if all { None } else { Some(&name) }),
-        Cmd::Up | Cmd::Status | Cmd::Kubeconfig => {
-            eprintln!("skeinctl: this command is not implemented yet (skein issue #8)");
-            Ok(std::process::ExitCode::from(2))
+        Cmd::Demo { nodes } => skeinctl::demo::run(nodes),
+        Cmd::Relay {
+            netns,
+            target,
+            listen,
+            port_file,
+        } => {
+            skeinctl::relay::run(&netns, target, listen, &port_file)?;
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

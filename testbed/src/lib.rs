@@ -25,8 +25,8 @@ pub mod snapshot;
 mod sweep;
 
 pub use etcd::{CLIENT_PORT as ETCD_CLIENT_PORT, Etcd, EtcdMember, http_get};
-pub use lock::{BedLock, exclusive_lock};
-pub use process::{Daemon, run_checked};
+pub use lock::{BedLock, exclusive_lock, shared_lock};
+pub use process::{Daemon, DetachedDaemon, run_checked};
 pub use sweep::{SweepReport, sweep, sweep_all};
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -259,6 +259,7 @@ pub struct TestBed {
     /// etcd, when configured.
     pub etcd: Option<Etcd>,
     daemons: Vec<Daemon>,
+    kept: bool,
     _lock: Option<BedLock>,
 }
 
@@ -296,6 +297,7 @@ impl TestBed {
             outside: None,
             etcd: None,
             daemons: Vec::new(),
+            kept: false,
             _lock: Some(lock),
         };
         // `bed` owns everything from here on: an early return drops it, which tears down.
@@ -507,8 +509,33 @@ impl TestBed {
     }
 }
 
+impl TestBed {
+    /// Leaves the bed in place after this program exits (a long-lived local cluster):
+    /// namespaces, state and every daemon (etcd and adopted ones) stay; nothing is torn
+    /// down on drop. Returns the daemons left running. Remove the bed later with
+    /// [`sweep`] (`skeinctl down --name <prefix>`). The bed lock is released when this
+    /// program exits: a process that must keep other tests' exclusive snapshots out
+    /// while the bed lives takes [`shared_lock`] itself.
+    pub fn keep(mut self) -> Vec<DetachedDaemon> {
+        self.kept = true;
+        let mut kept = Vec::new();
+        if let Some(etcd) = self.etcd.take() {
+            for m in etcd.members {
+                if let Some(d) = m.daemon {
+                    kept.push(d.detach());
+                }
+            }
+        }
+        kept.extend(self.daemons.drain(..).map(Daemon::detach));
+        kept
+    }
+}
+
 impl Drop for TestBed {
     fn drop(&mut self) {
+        if self.kept {
+            return;
+        }
         // Daemons first, in reverse start order, then everything by prefix.
         for mut d in self.daemons.drain(..).rev() {
             d.stop();

@@ -63,7 +63,10 @@ pub fn exclusive_lock() -> Result<BedLock> {
     })
 }
 
-pub(crate) fn shared_lock() -> Result<BedLock> {
+/// Takes the bed lock shared, as every bed does while it exists (waits while a test
+/// holds it exclusively). A long-lived cluster's keeper process holds it for the
+/// cluster's lifetime.
+pub fn shared_lock() -> Result<BedLock> {
     if EXCLUSIVE_HELD.load(Ordering::SeqCst) {
         return Ok(BedLock {
             _lock: None,

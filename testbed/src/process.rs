@@ -134,6 +134,20 @@ impl Daemon {
         let _ = child.wait();
     }
 
+    /// Lets the process outlive this handle (and this program): nothing is stopped on
+    /// drop. Returns what is needed to find it later; it is then stopped by pid (or by
+    /// [`crate::sweep`], which finds it through its namespace or cgroup).
+    pub fn detach(mut self) -> DetachedDaemon {
+        // Dropping a `Child` neither kills nor waits for it; once it is gone, `Drop` for
+        // `Daemon` has nothing left to stop.
+        self.child = None;
+        DetachedDaemon {
+            name: std::mem::take(&mut self.name),
+            pid: self.pid,
+            log: std::mem::take(&mut self.log),
+        }
+    }
+
     /// Waits for the process to exit by itself, at most `timeout`.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
         let deadline = Instant::now() + timeout;
@@ -150,6 +164,17 @@ impl Daemon {
             }
         }
     }
+}
+
+/// A daemon left running by [`Daemon::detach`]: no longer this program's child.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DetachedDaemon {
+    /// The daemon's name as given at spawn.
+    pub name: String,
+    /// Its pid, also its process group id.
+    pub pid: i32,
+    /// Its log file.
+    pub log: PathBuf,
 }
 
 impl Drop for Daemon {
