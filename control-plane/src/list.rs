@@ -299,9 +299,21 @@ pub async fn watch(app: Arc<App>, t: &Target, q: &Query, as_table: bool) -> ApiR
             l.rv
         }
     };
-    let sub = hub
-        .subscribe(from)
-        .map_err(|floor| ApiError::Gone(format!("too old resource version: {from} ({floor})")))?;
+    // Like kube-apiserver: a too-old resourceVersion is a 200 response whose only event
+    // is an ERROR with code 410, which is what makes informers relist.
+    let sub = match hub.subscribe(from) {
+        Ok(s) => s,
+        Err(floor) => {
+            let msg = format!("too old resource version: {from} ({floor})");
+            tracing::debug!(
+                resource = res.plural,
+                from,
+                floor,
+                "watch from a compacted or evicted revision: 410"
+            );
+            return Ok(Body::from(gone(&msg)));
+        }
+    };
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(256);
     tokio::spawn(async move {
         let deadline = tokio::time::sleep(Duration::from_secs(timeout));

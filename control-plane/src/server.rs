@@ -60,6 +60,16 @@ async fn serve(app: Arc<App>, req: Request) -> ApiResult<Response> {
     if auth::authenticate(&app.tokens, auth_header, app.config.anonymous_auth) == Verdict::Denied {
         return Err(ApiError::Unauthorized);
     }
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY) {
+        return Err(ApiError::TooLarge(format!(
+            "the request body is larger than {MAX_BODY} bytes"
+        )));
+    }
     let path = parts.uri.path().to_owned();
     let q = Query::parse(&parts.uri)?;
     let body = to_bytes(body, MAX_BODY).await.map_err(|_| {

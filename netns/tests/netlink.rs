@@ -17,14 +17,20 @@ impl Drop for Scratch {
     }
 }
 
-fn unique(tag: &str) -> String {
-    format!("sknl-{tag}-{}", std::process::id())
-}
-
 #[test]
 fn bridge_veth_into_other_netns_addresses_and_routes() {
-    let host = NetNs::create(&unique("host")).expect("create host netns");
-    let pod = NetNs::create(&unique("pod")).expect("create pod netns");
+    // An empty test bed (no hosts) gives a unique prefix, takes part in the machine-wide
+    // bed lock, and sweeps both namespaces even if this test dies half-way.
+    let bed = skein_testbed::TestBed::start(skein_testbed::Config {
+        nodes: 0,
+        outside: false,
+        etcd: skein_testbed::EtcdMode::None,
+        cgroups: false,
+        prefix: None,
+    })
+    .expect("test bed");
+    let host = NetNs::create(&format!("{}-host", bed.prefix())).expect("create host netns");
+    let pod = NetNs::create(&format!("{}-pod", bed.prefix())).expect("create pod netns");
     let scratch = Scratch(vec![host, pod]);
     let (host, pod) = (&scratch.0[0], &scratch.0[1]);
 

@@ -1,11 +1,12 @@
-//! Pod start benchmark for the pod runtime on one test-bed node with the reference CNI
-//! plugins (bridge + host-local + portmap): N pods applied at once, time from apply to
-//! Ready per pod (p50/p99), throughput, and the share of that time spent in CNI ADD and
-//! in starting the pause process. Baseline measured in the same run: starting the same
-//! container command N times as a plain process in the node's namespace (no sandbox, no
-//! CNI, no cgroup). Run by scripts/bench-agent.sh; needs root.
+//! Pod start benchmark for the pod runtime on test-bed nodes with the reference CNI
+//! plugins (bridge + host-local + portmap): P pods spread over N nodes (one pod runtime
+//! per node, as one agent per node), all applied at once; time from apply to Ready per
+//! pod (p50/p99), throughput, and the share of that time spent in CNI ADD and in
+//! starting the pause process. Baseline measured in the same run: starting the same
+//! container command P times as a plain process (no sandbox, no CNI, no cgroup). Run by
+//! scripts/bench-agent.sh; needs root.
 //!
-//! Usage: pod_start_bench [--pods N]   (1..=200, default 50)
+//! Usage: pod_start_bench [--pods P] [--nodes N]   (P 1..=200, default 100; N 1..=5, default 3)
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -28,17 +29,18 @@ fn ms(d: Duration) -> String {
 }
 
 fn main() -> Result<(), String> {
-    let mut pods = 50usize;
+    let (mut pods, mut nodes) = (100usize, 3usize);
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
+        let mut num = |lo: usize, hi: usize| {
+            args.next()
+                .and_then(|v| v.parse().ok())
+                .filter(|n| (lo..=hi).contains(n))
+                .ok_or(format!("{a} takes a number from {lo} to {hi}"))
+        };
         match a.as_str() {
-            "--pods" => {
-                pods = args
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .filter(|n| (1..=200).contains(n))
-                    .ok_or("--pods takes a number from 1 to 200")?;
-            }
+            "--pods" => pods = num(1, 200)?,
+            "--nodes" => nodes = num(1, 5)?,
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -50,73 +52,164 @@ fn main() -> Result<(), String> {
         .filter(|p| p.is_file())
         .ok_or("skein-agent binary not found next to the examples dir (cargo build -p skein-node-agent --bins)")?;
     let bed = TestBed::start(Config {
-        nodes: 1,
+        nodes,
         outside: false,
         etcd: EtcdMode::None,
         cgroups: true,
         prefix: None,
     })
     .map_err(|e| e.to_string())?;
-    let d = bed.node(1).dirs.clone();
-    let conf = serde_json::json!({
-        "cniVersion": "1.0.0", "name": "bench",
-        "plugins": [
-            {"type": "bridge", "bridge": "cni0", "isGateway": true,
-             "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.244.1.0/24"}]], "dataDir": d.ipam_data_dir}},
-            {"type": "portmap", "capabilities": {"portMappings": true}}
-        ]
-    });
-    std::fs::write(d.cni_conf_dir.join("10-bench.conflist"), conf.to_string())
-        .map_err(|e| e.to_string())?;
-    let cfg = RuntimeConfig {
-        state_dir: d.root.join("agent"),
-        cni_conf_dir: d.cni_conf_dir.clone(),
-        cni_bin_dirs: vec![PathBuf::from("/usr/lib/cni")],
-        cgroup_root: d.cgroup.clone(),
-        pause_exe: agent,
-        backoff: Backoff::default(),
-        node_ip: Some(bed.node(1).addr.into()),
-        sync_period: Duration::from_millis(50),
-    };
-    let report = bed
+
+    // Baseline: the container command as a plain process, from node1's namespace.
+    let base = bed
         .node(1)
-        .in_netns(move || {
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .map_err(|e| e.to_string())?
-                .block_on(bench(cfg, pods))
-        })
+        .in_netns(|| baseline(pods))
         .map_err(|e| e.to_string())??;
-    println!("{report}");
+
+    let barrier = std::sync::Barrier::new(nodes);
+    let results: Vec<Result<NodeResult, String>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (1..=nodes)
+            .map(|i| {
+                let node = bed.node(i);
+                let share = pods / nodes + usize::from(i <= pods % nodes);
+                let cfg = node_config(node, i, &agent)?;
+                let barrier = &barrier;
+                Ok(s.spawn(move || {
+                    node.in_netns(|| {
+                        tokio::runtime::Builder::new_multi_thread()
+                            .worker_threads(1)
+                            .enable_all()
+                            .build()
+                            .map_err(|e| e.to_string())?
+                            .block_on(run_node(cfg, i, share, barrier))
+                    })
+                    .map_err(|e| e.to_string())?
+                }))
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        Ok::<_, String>(
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err("node thread panicked".into()))
+                })
+                .collect(),
+        )
+    })?;
+    let mut lat = Vec::new();
+    let (mut cni, mut pause, mut del, mut last_ready) = (
+        Duration::ZERO,
+        Duration::ZERO,
+        Duration::ZERO,
+        Duration::ZERO,
+    );
+    for r in results {
+        let r = r?;
+        lat.extend(r.latencies);
+        cni += r.cni;
+        pause += r.pause;
+        del = del.max(r.delete);
+        last_ready = last_ready.max(r.last_ready_at);
+    }
+    lat.sort();
+    let sum: Duration = lat.iter().sum();
+    let share = |d: Duration| 100.0 * d.as_secs_f64() / sum.as_secs_f64().max(1e-9);
+    println!(
+        "pod start: {pods} pods applied at once over {nodes} node(s), one pod runtime per node (bridge+host-local+portmap)\n\
+         {:<34} {:>12} {:>12} {:>12}\n\
+         {:<34} {:>12.1} {:>12} {:>12}\n\
+         {:<34} {:>12.1} {:>12} {:>12}\n\
+         share of apply->Ready time: CNI ADD {:.0}%, pause+netns {:.0}%\n\
+         delete (SIGTERM, CNI DEL, teardown), sequential per node: {:.1} pods/s",
+        "",
+        "pods/s",
+        "p50 ms",
+        "p99 ms",
+        "skein runtime (apply -> Ready)",
+        pods as f64 / last_ready.as_secs_f64().max(1e-9),
+        ms(percentile(&lat, 0.5)),
+        ms(percentile(&lat, 0.99)),
+        "baseline: plain fork/exec",
+        pods as f64 / base.iter().sum::<Duration>().as_secs_f64().max(1e-9),
+        ms(percentile(&base, 0.5)),
+        ms(percentile(&base, 0.99)),
+        share(cni),
+        share(pause),
+        pods as f64 / del.as_secs_f64().max(1e-9),
+    );
     Ok(())
 }
 
-async fn bench(cfg: RuntimeConfig, n: usize) -> Result<String, String> {
-    // Baseline: the container command as a plain process.
+fn baseline(n: usize) -> Result<Vec<Duration>, String> {
     let mut base = Vec::new();
     let mut children = Vec::new();
     for _ in 0..n {
         let t = Instant::now();
-        let c = tokio::process::Command::new("/bin/sleep")
+        let c = std::process::Command::new("/bin/sleep")
             .arg("600")
-            .kill_on_drop(true)
             .spawn()
             .map_err(|e| e.to_string())?;
         base.push(t.elapsed());
         children.push(c);
     }
-    drop(children);
+    for mut c in children {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
     base.sort();
+    Ok(base)
+}
 
+fn node_config(
+    node: &skein_testbed::Node,
+    i: usize,
+    agent: &std::path::Path,
+) -> Result<RuntimeConfig, String> {
+    let d = &node.dirs;
+    let conf = serde_json::json!({
+        "cniVersion": "1.0.0", "name": "bench",
+        "plugins": [
+            {"type": "bridge", "bridge": "cni0", "isGateway": true,
+             "ipam": {"type": "host-local", "ranges": [[{"subnet": format!("10.244.{i}.0/24")}]], "dataDir": d.ipam_data_dir}},
+            {"type": "portmap", "capabilities": {"portMappings": true}}
+        ]
+    });
+    std::fs::write(d.cni_conf_dir.join("10-bench.conflist"), conf.to_string())
+        .map_err(|e| e.to_string())?;
+    Ok(RuntimeConfig {
+        state_dir: d.root.join("agent"),
+        cni_conf_dir: d.cni_conf_dir.clone(),
+        cni_bin_dirs: vec![PathBuf::from("/usr/lib/cni")],
+        cgroup_root: d.cgroup.clone(),
+        pause_exe: agent.to_owned(),
+        backoff: Backoff::default(),
+        node_ip: Some(node.addr.into()),
+        sync_period: Duration::from_millis(50),
+    })
+}
+
+struct NodeResult {
+    latencies: Vec<Duration>,
+    last_ready_at: Duration,
+    cni: Duration,
+    pause: Duration,
+    delete: Duration,
+}
+
+async fn run_node(
+    cfg: RuntimeConfig,
+    node: usize,
+    n: usize,
+    barrier: &std::sync::Barrier,
+) -> Result<NodeResult, String> {
     let rt = PodRuntime::start(cfg).await.map_err(|e| e.to_string())?;
     let mut list = Vec::new();
     for i in 0..n {
         let mut p = Pod::default();
-        p.metadata.name = Some(format!("bench-{i}"));
+        p.metadata.name = Some(format!("bench-{node}-{i}"));
         p.metadata.namespace = Some("default".into());
-        p.metadata.uid = Some(format!("bench-uid-{i}"));
+        p.metadata.uid = Some(format!("bench-uid-{node}-{i}"));
         p.spec = Some(PodSpec {
             containers: vec![Container {
                 name: "main".into(),
@@ -128,6 +221,7 @@ async fn bench(cfg: RuntimeConfig, n: usize) -> Result<String, String> {
         });
         list.push(p);
     }
+    barrier.wait();
     let start = Instant::now();
     let mut applied = Vec::new();
     for p in &list {
@@ -138,7 +232,7 @@ async fn bench(cfg: RuntimeConfig, n: usize) -> Result<String, String> {
     let deadline = Instant::now() + Duration::from_secs(300);
     while ready_at.iter().any(Option::is_none) {
         if Instant::now() > deadline {
-            return Err("pods not Ready within 300 s".into());
+            return Err(format!("node{node}: pods not Ready within 300 s"));
         }
         for (i, p) in list.iter().enumerate() {
             if ready_at[i].is_some() {
@@ -159,7 +253,7 @@ async fn bench(cfg: RuntimeConfig, n: usize) -> Result<String, String> {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let total = start.elapsed();
+    let last_ready_at = start.elapsed();
     let (mut cni, mut pause) = (Duration::ZERO, Duration::ZERO);
     for p in &list {
         if let Some(sb) = rt
@@ -170,9 +264,6 @@ async fn bench(cfg: RuntimeConfig, n: usize) -> Result<String, String> {
             pause += sb.setup.pause;
         }
     }
-    let mut lat: Vec<Duration> = ready_at.into_iter().flatten().collect();
-    lat.sort();
-    let sum: Duration = lat.iter().sum();
     let t_del = Instant::now();
     for p in &list {
         rt.delete(
@@ -182,29 +273,11 @@ async fn bench(cfg: RuntimeConfig, n: usize) -> Result<String, String> {
         .await
         .map_err(|e| e.to_string())?;
     }
-    let del = t_del.elapsed();
-    let share = |d: Duration| 100.0 * d.as_secs_f64() / sum.as_secs_f64().max(1e-9);
-    Ok(format!(
-        "pod start, {n} pods applied at once on one node (bridge+host-local+portmap)\n\
-         {:<34} {:>12} {:>12} {:>12}\n\
-         {:<34} {:>12.1} {:>12} {:>12}\n\
-         {:<34} {:>12.1} {:>12} {:>12}\n\
-         share of apply->Ready time: CNI ADD {:.0}%, pause+netns {:.0}%\n\
-         delete (SIGTERM, CNI DEL, teardown), sequential: {:.1} pods/s",
-        "",
-        "pods/s",
-        "p50 ms",
-        "p99 ms",
-        "skein runtime (apply -> Ready)",
-        n as f64 / total.as_secs_f64(),
-        ms(percentile(&lat, 0.5)),
-        ms(percentile(&lat, 0.99)),
-        "baseline: plain fork/exec",
-        n as f64 / base.iter().sum::<Duration>().as_secs_f64().max(1e-9),
-        ms(percentile(&base, 0.5)),
-        ms(percentile(&base, 0.99)),
-        share(cni),
-        share(pause),
-        n as f64 / del.as_secs_f64(),
-    ))
+    Ok(NodeResult {
+        latencies: ready_at.into_iter().flatten().collect(),
+        last_ready_at,
+        cni,
+        pause,
+        delete: t_del.elapsed(),
+    })
 }

@@ -209,11 +209,21 @@ async fn heartbeat(client: kube::Client, f: NodeFacts, cfg: AgentConfig) {
             since,
         });
         let st = json!({"status": node::node_status(&f, r, SystemTime::now())});
-        if let Err(e) = nodes
+        match nodes
             .patch_status(&f.name, &PatchParams::default(), &Patch::Merge(&st))
             .await
         {
-            tracing::warn!(error = %e, "update node status");
+            Ok(_) => {}
+            // Someone deleted the Node: register it again, as the kubelet does.
+            Err(kube::Error::Api(s)) if s.code == 404 => {
+                tracing::warn!(node = %f.name, "node object is gone; registering again");
+                if let Err(e) =
+                    register(&nodes.clone().into_client(), &f, &cfg.runtime.cni_conf_dir).await
+                {
+                    tracing::warn!(error = %e, "register node");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "update node status"),
         }
         tokio::time::sleep(cfg.heartbeat_period).await;
     }

@@ -27,6 +27,9 @@ pub struct ProcessSpec {
     pub env: BTreeMap<String, String>,
     /// workingDir, if set.
     pub working_dir: Option<PathBuf>,
+    /// (uid, gid) from securityContext runAsUser/runAsGroup (container, else pod);
+    /// None runs as root.
+    pub user: Option<(u32, u32)>,
 }
 
 /// Values the downward API can put into env (`fieldRef`).
@@ -83,7 +86,26 @@ pub fn process_spec(
         .chain(c.args.iter().flatten())
         .map(|a| expand(a, &env))
         .collect();
+    let sc = c.security_context.as_ref();
+    let psc = pod.spec.as_ref().and_then(|s| s.security_context.as_ref());
+    let uid = sc
+        .and_then(|s| s.run_as_user)
+        .or(psc.and_then(|s| s.run_as_user));
+    let gid = sc
+        .and_then(|s| s.run_as_group)
+        .or(psc.and_then(|s| s.run_as_group));
+    let id = |v: i64, what: &str| {
+        u32::try_from(v).map_err(|_| config_err(format!("{what} {v} is not a valid id")))
+    };
+    let user = match (uid, gid) {
+        (None, None) => None,
+        (u, g) => Some((
+            id(u.unwrap_or(0), "runAsUser")?,
+            id(g.unwrap_or(0), "runAsGroup")?,
+        )),
+    };
     Ok(ProcessSpec {
+        user,
         argv,
         env,
         working_dir: c
@@ -202,7 +224,7 @@ pub fn spawn(
     if let Some(wd) = &spec.working_dir {
         cmd.current_dir(wd);
     }
-    sys::join_hooks(&mut cmd, namespaces, cgroup_procs, true);
+    sys::join_hooks(&mut cmd, namespaces, cgroup_procs, true, spec.user);
     let child = tokio::process::Command::from(cmd)
         .kill_on_drop(false)
         .spawn()
@@ -299,6 +321,56 @@ mod tests {
         assert_eq!(s.env["HOSTNAME"], "web");
         assert_eq!(s.env["PATH"], DEFAULT_PATH);
         assert_eq!(s.working_dir, Some(PathBuf::from("/tmp")));
+    }
+
+    #[test]
+    fn run_as_user_container_wins_over_pod() {
+        use k8s_openapi::api::core::v1::{PodSecurityContext, SecurityContext};
+        let mut p = pod();
+        p.spec.as_mut().unwrap().security_context = Some(PodSecurityContext {
+            run_as_user: Some(1000),
+            run_as_group: Some(1000),
+            ..Default::default()
+        });
+        let mut c = Container {
+            name: "c".into(),
+            command: Some(vec!["true".into()]),
+            ..Default::default()
+        };
+        let f = PodFields::default();
+        assert_eq!(
+            process_spec(&p, &c, "h", &f).unwrap().user,
+            Some((1000, 1000))
+        );
+        c.security_context = Some(SecurityContext {
+            run_as_user: Some(5),
+            ..Default::default()
+        });
+        assert_eq!(process_spec(&p, &c, "h", &f).unwrap().user, Some((5, 1000)));
+        c.security_context = Some(SecurityContext {
+            run_as_user: Some(-1),
+            ..Default::default()
+        });
+        assert!(
+            process_spec(&p, &c, "h", &f)
+                .unwrap_err()
+                .1
+                .contains("runAsUser -1")
+        );
+        assert_eq!(
+            process_spec(
+                &pod(),
+                &Container {
+                    security_context: None,
+                    ..c
+                },
+                "h",
+                &f
+            )
+            .unwrap()
+            .user,
+            None
+        );
     }
 
     #[test]

@@ -44,12 +44,6 @@ async fn container_logs(
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     let flag = |k: &str| q.get(k).is_some_and(|v| v == "true" || v == "1");
-    if flag("follow") {
-        return text(
-            StatusCode::BAD_REQUEST,
-            "follow=true is not supported by skein-agent; omit -f\n".into(),
-        );
-    }
     let num = |k: &str| -> Result<Option<usize>, String> {
         match q.get(k) {
             None => Ok(None),
@@ -75,16 +69,70 @@ async fn container_logs(
             format!("{what} {container:?} in pod {namespace}/{pod} not found on this node\n"),
         );
     };
-    match tokio::fs::read(&path).await {
-        Ok(bytes) => text(
-            StatusCode::OK,
-            select(&String::from_utf8_lossy(&bytes), tail, limit),
-        ),
-        Err(e) => text(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("read {}: {e}\n", path.display()),
-        ),
+    let bytes = match tokio::fs::read(&path).await {
+        Ok(b) => b,
+        Err(e) => {
+            return text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("read {}: {e}\n", path.display()),
+            );
+        }
+    };
+    let log = String::from_utf8_lossy(&bytes);
+    if flag("follow") && !previous {
+        let first = select(&log, tail, None);
+        return follow(
+            rt,
+            (namespace, pod, container),
+            path,
+            bytes.len() as u64,
+            first,
+        );
     }
+    text(StatusCode::OK, select(&log, tail, limit))
+}
+
+/// Streams `first`, then whatever the instance appends to `path` from `offset`, until it
+/// stops running (or the client goes away).
+fn follow(
+    rt: PodRuntime,
+    who: (String, String, String),
+    path: std::path::PathBuf,
+    offset: u64,
+    first: String,
+) -> Response {
+    use futures::StreamExt;
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    let start =
+        futures::stream::once(
+            async move { Ok::<_, std::io::Error>(axum::body::Bytes::from(first)) },
+        );
+    let rest = futures::stream::unfold(Some(offset), move |state| {
+        let (rt, who, path) = (rt.clone(), who.clone(), path.clone());
+        async move {
+            let mut offset = state?;
+            loop {
+                let mut buf = Vec::new();
+                if let Ok(mut f) = tokio::fs::File::open(&path).await
+                    && f.seek(std::io::SeekFrom::Start(offset)).await.is_ok()
+                {
+                    let _ = f.take(64 * 1024).read_to_end(&mut buf).await;
+                }
+                if !buf.is_empty() {
+                    offset += buf.len() as u64;
+                    return Some((Ok(axum::body::Bytes::from(buf)), Some(offset)));
+                }
+                if !rt.logging_to(&who.0, &who.1, &who.2, &path) {
+                    return None;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        }
+    });
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(axum::body::Body::from_stream(start.chain(rest)))
+        .unwrap_or_else(|e| text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
 
 /// The last `tail` lines, then at most `limit` bytes of them (cut at a char boundary).

@@ -203,19 +203,37 @@ pub fn node_status(f: &NodeFacts, ready: &Readiness, now: SystemTime) -> NodeSta
             kernel_version: std::fs::read_to_string("/proc/sys/kernel/osrelease")
                 .map(|s| s.trim().to_owned())
                 .unwrap_or_default(),
-            os_image: "skein".into(),
+            os_image: os_image(),
             kubelet_version: format!("v1.37.0-skein-{}", env!("CARGO_PKG_VERSION")),
             kube_proxy_version: String::new(),
             container_runtime_version: format!("skein://{}", env!("CARGO_PKG_VERSION")),
             boot_id: std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
                 .map(|s| s.trim().to_owned())
                 .unwrap_or_default(),
-            machine_id: String::new(),
-            system_uuid: String::new(),
+            machine_id: read_trimmed("/etc/machine-id"),
+            system_uuid: read_trimmed("/sys/class/dmi/id/product_uuid"),
             ..Default::default()
         }),
         ..Default::default()
     }
+}
+
+fn read_trimmed(path: &str) -> String {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// PRETTY_NAME from /etc/os-release, as the kubelet reports osImage.
+fn os_image() -> String {
+    std::fs::read_to_string("/etc/os-release")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("PRETTY_NAME="))
+                .map(|v| v.trim_matches('"').to_owned())
+        })
+        .unwrap_or_else(|| "Linux".into())
 }
 
 /// The Node object to create at registration (its status is replaced by the first

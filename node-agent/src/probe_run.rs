@@ -195,7 +195,7 @@ async fn run_exec(argv: Vec<String>, t: &ProbeTarget, timeout: Duration) -> Resu
     if let Some(wd) = &t.env.working_dir {
         cmd.current_dir(wd);
     }
-    crate::sys::join_hooks(&mut cmd, namespaces, cgroup, true);
+    crate::sys::join_hooks(&mut cmd, namespaces, cgroup, true, t.env.user);
     let mut child = tokio::process::Command::from(cmd)
         .kill_on_drop(true)
         .spawn()

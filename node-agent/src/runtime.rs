@@ -144,6 +144,7 @@ impl PodRuntime {
             pods: Arc::new(Mutex::new(HashMap::new())),
         };
         let mut valid: Vec<(String, String)> = Vec::new();
+        let mut adopted = Vec::new();
         for (uid, rec) in shared.state.load_all() {
             let rec = match rec {
                 Ok(r) => r,
@@ -162,9 +163,14 @@ impl PodRuntime {
             } else {
                 tracing::info!(%uid, pod = %worker::pod_key(&rec.pod), "sandbox is gone; the pod will be rebuilt");
             }
+            adopted.push((uid, rec));
+        }
+        // GC first: a worker that rebuilds a sandbox must not race the collection of
+        // the attachments that are not valid.
+        rt.gc(&valid).await;
+        for (uid, rec) in adopted {
             rt.spawn_worker(uid, rec);
         }
-        rt.gc(&valid).await;
         Ok(rt)
     }
 
@@ -230,6 +236,7 @@ impl PodRuntime {
             sandbox: None,
             containers: BTreeMap::new(),
             finished: None,
+            initialized: false,
         };
         self.shared.state.save(&uid, &rec)?;
         self.spawn_worker(uid, rec);
@@ -308,6 +315,31 @@ impl PodRuntime {
         };
         let p = worker::log_path(&self.shared.state, &snap.record.pod, container, n);
         p.exists().then_some(p)
+    }
+
+    /// Whether the container's current instance is running and logs to `log`.
+    pub fn logging_to(
+        &self,
+        namespace: &str,
+        name: &str,
+        container: &str,
+        log: &std::path::Path,
+    ) -> bool {
+        self.snapshots().iter().any(|s| {
+            s.record
+                .pod
+                .metadata
+                .namespace
+                .as_deref()
+                .unwrap_or("default")
+                == namespace
+                && s.record.pod.metadata.name.as_deref() == Some(name)
+                && s.record
+                    .containers
+                    .get(container)
+                    .and_then(|c| c.running.as_ref())
+                    .is_some_and(|r| r.log == log)
+        })
     }
 
     /// Stops every worker and leaves the pods running, with their state on disk, for

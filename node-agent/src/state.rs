@@ -34,6 +34,9 @@ pub struct PodRecord {
     /// IPs (still reported, as the kubelet does).
     #[serde(default)]
     pub finished: Option<Vec<IpAddr>>,
+    /// Every init container has completed in the current sandbox.
+    #[serde(default)]
+    pub initialized: bool,
 }
 
 /// A pod sandbox: the pause process and its network attachment.

@@ -46,70 +46,144 @@ fn waiting(reason: &str, message: Option<&str>) -> ContainerState {
     }
 }
 
+#[derive(Default)]
+struct Counts {
+    running: u32,
+    fresh: u32,
+    succeeded: u32,
+    failed: u32,
+}
+
+fn container_status(
+    snap: &PodSnapshot,
+    c: &k8s_openapi::api::core::v1::Container,
+    initializing: bool,
+    n: &mut Counts,
+) -> ContainerStatus {
+    let rec = snap
+        .record
+        .containers
+        .get(&c.name)
+        .cloned()
+        .unwrap_or_default();
+    let view = snap.containers.get(&c.name).cloned().unwrap_or_default();
+    let (state, last) = if let Some(r) = &rec.running {
+        n.running += 1;
+        let st = ContainerState {
+            running: Some(ContainerStateRunning {
+                started_at: Some(time(r.started_at)),
+            }),
+            ..Default::default()
+        };
+        (st, rec.last.as_ref().map(terminated))
+    } else if let Some(t) = &rec.terminated {
+        if t.exit_code == 0 {
+            n.succeeded += 1;
+        } else {
+            n.failed += 1;
+        }
+        match &view.waiting {
+            Some((reason, msg)) => (waiting(reason, Some(msg)), Some(terminated(t))),
+            None => (terminated(t), rec.last.as_ref().map(terminated)),
+        }
+    } else {
+        n.fresh += 1;
+        let st = match &view.waiting {
+            Some((reason, msg)) => waiting(reason, Some(msg)),
+            None if initializing => waiting("PodInitializing", None),
+            None => waiting("ContainerCreating", None),
+        };
+        (st, None)
+    };
+    let id = rec
+        .running
+        .as_ref()
+        .map(|r| r.id.clone())
+        .or_else(|| rec.terminated.as_ref().map(|t| t.id.clone()));
+    ContainerStatus {
+        name: c.name.clone(),
+        image: c.image.clone().unwrap_or_default(),
+        image_id: String::new(),
+        container_id: id.map(|i| format!("skein://{i}")),
+        ready: rec.running.is_some() && view.ready,
+        started: Some(rec.running.is_some() && view.started),
+        restart_count: rec.restart_count as i32,
+        state: Some(state),
+        last_state: last,
+        ..Default::default()
+    }
+}
+
+/// The pod's QoS class from its containers' resources (the Kubernetes rules):
+/// Guaranteed when every container limits cpu and memory with requests equal to the
+/// limits (or unset), BestEffort when nothing requests or limits anything, else Burstable.
+pub fn qos_class(spec: &k8s_openapi::api::core::v1::PodSpec) -> &'static str {
+    let all = spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten());
+    let mut any = false;
+    let mut guaranteed = true;
+    for c in all {
+        let r = c.resources.clone().unwrap_or_default();
+        let req = r.requests.unwrap_or_default();
+        let lim = r.limits.unwrap_or_default();
+        let relevant = |m: &std::collections::BTreeMap<
+            String,
+            k8s_openapi::apimachinery::pkg::api::resource::Quantity,
+        >| { m.keys().any(|k| k == "cpu" || k == "memory") };
+        any |= relevant(&req) || relevant(&lim);
+        for res in ["cpu", "memory"] {
+            match (lim.get(res), req.get(res)) {
+                (Some(l), Some(q)) if l == q => {}
+                (Some(_), None) => {}
+                _ => guaranteed = false,
+            }
+        }
+    }
+    if !any {
+        "BestEffort"
+    } else if guaranteed {
+        "Guaranteed"
+    } else {
+        "Burstable"
+    }
+}
+
 /// Computes the pod's status. `prev` (the status last reported) keeps each condition's
 /// lastTransitionTime while its status does not change.
 pub fn pod_status(snap: &PodSnapshot, prev: Option<&PodStatus>, now: SystemTime) -> PodStatus {
     let spec = snap.record.pod.spec.clone().unwrap_or_default();
     let sandbox_ready = snap.record.sandbox.is_some();
-    let mut statuses = Vec::new();
     // For the phase: (running, waiting-never-ran, succeeded, failed).
-    let (mut running, mut fresh, mut succeeded, mut failed) = (0, 0, 0, 0);
-    for c in &spec.containers {
-        let rec = snap
-            .record
-            .containers
-            .get(&c.name)
-            .cloned()
-            .unwrap_or_default();
-        let view = snap.containers.get(&c.name).cloned().unwrap_or_default();
-        let (state, last) = if let Some(r) = &rec.running {
-            running += 1;
-            let st = ContainerState {
-                running: Some(ContainerStateRunning {
-                    started_at: Some(time(r.started_at)),
-                }),
-                ..Default::default()
-            };
-            (st, rec.last.as_ref().map(terminated))
-        } else if let Some(t) = &rec.terminated {
-            if t.exit_code == 0 {
-                succeeded += 1;
-            } else {
-                failed += 1;
-            }
-            match &view.waiting {
-                Some((reason, msg)) => (waiting(reason, Some(msg)), Some(terminated(t))),
-                None => (terminated(t), rec.last.as_ref().map(terminated)),
-            }
-        } else {
-            fresh += 1;
-            let st = match &view.waiting {
-                Some((reason, msg)) => waiting(reason, Some(msg)),
-                None => waiting("ContainerCreating", None),
-            };
-            (st, None)
-        };
-        let id = rec
-            .running
-            .as_ref()
-            .map(|r| r.id.clone())
-            .or_else(|| rec.terminated.as_ref().map(|t| t.id.clone()));
-        statuses.push(ContainerStatus {
-            name: c.name.clone(),
-            image: c.image.clone().unwrap_or_default(),
-            image_id: String::new(),
-            container_id: id.map(|i| format!("skein://{i}")),
-            ready: rec.running.is_some() && view.ready,
-            started: Some(rec.running.is_some() && view.started),
-            restart_count: rec.restart_count as i32,
-            state: Some(state),
-            last_state: last,
-            ..Default::default()
-        });
-    }
+
+    let mut init_counts = Counts::default();
+    let init_statuses: Vec<ContainerStatus> = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .map(|c| container_status(snap, c, false, &mut init_counts))
+        .collect();
+    let initializing = !snap.record.initialized && !init_statuses.is_empty();
+    let mut counts = Counts::default();
+    let statuses: Vec<ContainerStatus> = spec
+        .containers
+        .iter()
+        .map(|c| container_status(snap, c, initializing, &mut counts))
+        .collect();
+    let Counts {
+        running,
+        fresh,
+        succeeded,
+        failed,
+    } = counts;
     let policy = spec.restart_policy.as_deref().unwrap_or("Always");
+    let initialized = snap.record.initialized || init_statuses.is_empty();
+    let init_failed = !initialized && policy == "Never" && init_counts.failed > 0;
     // A container that never ran keeps the pod Pending.
-    let phase = if fresh > 0 {
+    let phase = if init_failed {
+        "Failed"
+    } else if fresh > 0 {
         "Pending"
     } else if running > 0 {
         "Running"
@@ -163,7 +237,24 @@ pub fn pod_status(snap: &PodSnapshot, prev: Option<&PodStatus>, now: SystemTime)
             None,
             snap.sandbox_error.clone(),
         ),
-        cond("Initialized", true, None, None),
+        cond(
+            "Initialized",
+            initialized,
+            Some("ContainersNotInitialized"),
+            Some(format!(
+                "containers with incomplete status: [{}]",
+                init_statuses
+                    .iter()
+                    .filter(|s| s
+                        .state
+                        .as_ref()
+                        .and_then(|st| st.terminated.as_ref())
+                        .is_none_or(|t| t.exit_code != 0))
+                    .map(|s| s.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            )),
+        ),
         cond(
             "ContainersReady",
             all_ready && !terminal,
@@ -195,7 +286,8 @@ pub fn pod_status(snap: &PodSnapshot, prev: Option<&PodStatus>, now: SystemTime)
         pod_ips: (!ips.is_empty()).then(|| ips.into_iter().map(|ip| PodIP { ip }).collect()),
         start_time: Some(time(snap.record.accepted_at)),
         container_statuses: Some(statuses),
-        qos_class: Some("BestEffort".into()),
+        init_container_statuses: (!init_statuses.is_empty()).then_some(init_statuses),
+        qos_class: Some(qos_class(&spec).into()),
         ..Default::default()
     }
 }
@@ -253,6 +345,7 @@ mod tests {
                     .map(|(n, r, _)| ((*n).to_owned(), r.clone()))
                     .collect(),
                 finished: None,
+                initialized: true,
             },
             containers: containers
                 .into_iter()
@@ -467,6 +560,49 @@ mod tests {
             .waiting
             .unwrap();
         assert_eq!(w.reason.as_deref(), Some("ContainerCreating"));
+    }
+
+    #[test]
+    fn qos_classes() {
+        use k8s_openapi::api::core::v1::ResourceRequirements;
+        use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+        let q = |pairs: &[(&str, &str)]| {
+            Some(
+                pairs
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), Quantity((*v).to_owned())))
+                    .collect(),
+            )
+        };
+        let spec = |res: Vec<Option<ResourceRequirements>>| PodSpec {
+            containers: res
+                .into_iter()
+                .map(|r| Container {
+                    name: "c".into(),
+                    resources: r,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        };
+        assert_eq!(qos_class(&spec(vec![None, None])), "BestEffort");
+        let full = ResourceRequirements {
+            limits: q(&[("cpu", "1"), ("memory", "1Gi")]),
+            ..Default::default()
+        };
+        assert_eq!(qos_class(&spec(vec![Some(full.clone())])), "Guaranteed");
+        let eq = ResourceRequirements {
+            limits: q(&[("cpu", "1"), ("memory", "1Gi")]),
+            requests: q(&[("cpu", "1"), ("memory", "1Gi")]),
+            ..Default::default()
+        };
+        assert_eq!(qos_class(&spec(vec![Some(eq)])), "Guaranteed");
+        let req_only = ResourceRequirements {
+            requests: q(&[("cpu", "100m")]),
+            ..Default::default()
+        };
+        assert_eq!(qos_class(&spec(vec![Some(req_only)])), "Burstable");
+        assert_eq!(qos_class(&spec(vec![Some(full), None])), "Burstable");
     }
 
     #[test]

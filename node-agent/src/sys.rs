@@ -64,14 +64,19 @@ pub(crate) fn pause_hooks(
 
 /// Makes the child of `cmd` join the namespaces open in `namespaces` (each with its
 /// CLONE_NEW* type), join a cgroup, and lead a new session, then exec.
+///
+/// With `user` = (uid, gid) the child then drops to that user (supplementary groups =
+/// the gid), after the namespace switches that need root.
 pub(crate) fn join_hooks(
     cmd: &mut Command,
     namespaces: Vec<(OwnedFd, libc::c_int)>,
     cgroup_procs: Option<OwnedFd>,
     new_session: bool,
+    user: Option<(u32, u32)>,
 ) {
-    // SAFETY: runs in the forked child before exec; only setns(2), write(2) and
-    // setsid(2) on descriptors owned by the closure; no allocation.
+    // SAFETY: runs in the forked child before exec; only setns(2), write(2), setsid(2),
+    // setgroups(2), setgid(2) and setuid(2) on descriptors owned by the closure and a
+    // stack variable; no allocation.
     unsafe {
         cmd.pre_exec(move || {
             if new_session && libc::setsid() < 0 {
@@ -82,6 +87,15 @@ pub(crate) fn join_hooks(
             }
             for (fd, kind) in &namespaces {
                 if libc::setns(fd.as_raw_fd(), *kind) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            if let Some((uid, gid)) = user {
+                let groups = [gid as libc::gid_t];
+                if libc::setgroups(1, groups.as_ptr()) != 0
+                    || libc::setgid(gid) != 0
+                    || libc::setuid(uid) != 0
+                {
                     return Err(io::Error::last_os_error());
                 }
             }

@@ -18,17 +18,18 @@ use std::time::{Duration, Instant, SystemTime};
 
 use k8s_openapi::api::core::v1::{Container, Pod, Probe};
 use nix::sys::signal::Signal;
-use serde_json::{Map, Value, json};
+
 use tokio::sync::{mpsc, oneshot};
 
-use crate::cni::{self, Attachment};
 use crate::container::{self, PodFields, ProcessSpec};
 use crate::probe::{self, ProbeKind, ProbeTiming, ProbeTracker};
 use crate::probe_run::{self, ProbeTarget};
 
+mod setup;
+
 use crate::runtime::{ContainerView, PodSnapshot, Shared};
 use crate::sandbox;
-use crate::state::{PodRecord, RunningRecord, SandboxRecord, SetupTimes, StateDir, Termination};
+use crate::state::{PodRecord, RunningRecord, SandboxRecord, StateDir, Termination};
 
 /// Messages to a worker.
 pub(crate) enum Cmd {
@@ -118,6 +119,7 @@ impl Worker {
                         argv: vec![],
                         env: BTreeMap::new(),
                         working_dir: None,
+                        user: None,
                     });
                     let since = Instant::now()
                         .checked_sub(ran_for(run.started_at))
@@ -195,8 +197,9 @@ impl Worker {
 
     fn publish(&self) {
         let containers = self
-            .spec_containers()
+            .init_containers()
             .iter()
+            .chain(self.spec_containers().iter())
             .map(|c| {
                 let live = self.live.get(&c.name);
                 let view = ContainerView {
@@ -226,6 +229,57 @@ impl Worker {
         }
     }
 
+    fn init_containers(&self) -> Vec<Container> {
+        self.rec
+            .pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.init_containers.clone())
+            .unwrap_or_default()
+    }
+
+    /// Runs the init containers one at a time, each to a successful exit (a failed one
+    /// is retried with back-off, or fails the pod under restartPolicy Never). Returns
+    /// whether the pod is initialized.
+    fn sync_init(&mut self, policy: Option<&str>) -> bool {
+        if self.rec.initialized {
+            return true;
+        }
+        // restartPolicy Always means OnFailure for init containers.
+        let init_policy = if policy == Some("Never") {
+            "Never"
+        } else {
+            "OnFailure"
+        };
+        for c in self.init_containers() {
+            self.reap(&c.name);
+            let r = self.rec.containers.entry(c.name.clone()).or_default();
+            if r.running.is_some() {
+                return false;
+            }
+            if r.terminated.as_ref().is_some_and(|t| t.exit_code == 0) {
+                continue;
+            }
+            self.maybe_start(&c, Some(init_policy));
+            return false;
+        }
+        tracing::info!(pod = %self.key, "init containers done");
+        self.rec.initialized = true;
+        self.dirty = true;
+        true
+    }
+
+    /// An init container failed for good (restartPolicy Never).
+    fn init_failed(&self, policy: Option<&str>) -> bool {
+        policy == Some("Never")
+            && !self.rec.initialized
+            && self.init_containers().iter().any(|c| {
+                self.rec.containers.get(&c.name).is_some_and(|r| {
+                    r.running.is_none() && r.terminated.as_ref().is_some_and(|t| t.exit_code != 0)
+                })
+            })
+    }
+
     fn spec_containers(&self) -> Vec<Container> {
         self.rec
             .pod
@@ -251,6 +305,13 @@ impl Worker {
             let errors = self.teardown_sandbox().await;
             for e in errors {
                 tracing::warn!(pod = %self.key, error = %e, "teardown of broken sandbox");
+            }
+            // A new sandbox runs the init containers again.
+            self.rec.initialized = false;
+            for c in self.init_containers() {
+                if let Some(r) = self.rec.containers.get_mut(&c.name) {
+                    r.terminated = None;
+                }
             }
         }
         if self.rec.sandbox.is_none() {
@@ -281,6 +342,13 @@ impl Worker {
             .spec
             .as_ref()
             .and_then(|s| s.restart_policy.clone());
+        if self.init_failed(policy.as_deref()) {
+            self.finish().await;
+            return;
+        }
+        if !self.sync_init(policy.as_deref()) {
+            return;
+        }
         let mut probe_jobs = Vec::new();
         for c in self.spec_containers() {
             self.reap(&c.name);
@@ -594,144 +662,6 @@ impl Worker {
         jobs
     }
 
-    async fn create_sandbox(&mut self) -> crate::error::Result<()> {
-        let spec = self.rec.pod.spec.clone().unwrap_or_default();
-        let host_network = spec.host_network.unwrap_or(false);
-        let id = random_id();
-        let t0 = Instant::now();
-        let started = sandbox::start(
-            &self.shared.cfg.pause_exe,
-            &sandbox::SandboxSpec {
-                pod: self.key.clone(),
-                hostname: hostname(&self.rec.pod),
-                host_network,
-                netns_path: self.shared.state.netns_path(&self.uid),
-                cgroup: self.shared.cgroups.sandbox(&self.uid),
-            },
-        )?;
-        let mut record = SandboxRecord {
-            id: id.clone(),
-            pause: started.pause,
-            netns: started.netns.clone(),
-            ips: Vec::new(),
-            network: None,
-            loopback: false,
-            created_at: SystemTime::now(),
-            setup: SetupTimes {
-                pause: t0.elapsed(),
-                cni_add: Duration::ZERO,
-            },
-        };
-        let t1 = Instant::now();
-        if host_network {
-            record.ips = self.shared.cfg.node_ip.into_iter().collect();
-        } else if let Err(e) = self.attach(&mut record).await {
-            for err in sandbox::stop(&record.pause, record.netns.as_deref()) {
-                tracing::warn!(pod = %self.key, error = %err, "rollback of sandbox");
-            }
-            return Err(e);
-        }
-        record.setup.cni_add = t1.elapsed();
-        record.created_at = SystemTime::now();
-        tracing::info!(pod = %self.key, sandbox = %id, pause = record.pause.pid, ips = ?record.ips, "sandbox ready");
-        self.rec.sandbox = Some(record);
-        self.dirty = true;
-        self.persist();
-        Ok(())
-    }
-
-    fn attachment(&self, sb: &SandboxRecord, ifname: &str) -> Attachment {
-        let m = &self.rec.pod.metadata;
-        let args = vec![
-            ("IgnoreUnknown".to_owned(), "1".to_owned()),
-            (
-                "K8S_POD_NAMESPACE".into(),
-                m.namespace.clone().unwrap_or("default".into()),
-            ),
-            ("K8S_POD_NAME".into(), m.name.clone().unwrap_or_default()),
-            ("K8S_POD_INFRA_CONTAINER_ID".into(), sb.id.clone()),
-            ("K8S_POD_UID".into(), self.uid.clone()),
-        ];
-        let mut caps = Map::new();
-        let ports = port_mappings(&self.rec.pod);
-        if !ports.is_empty() {
-            caps.insert("portMappings".into(), Value::Array(ports));
-        }
-        Attachment {
-            container_id: sb.id.clone(),
-            netns: sb.netns.clone().unwrap_or_default(),
-            ifname: ifname.to_owned(),
-            args,
-            capability_args: caps,
-        }
-    }
-
-    /// CNI ADD: the loopback network (when the plugin exists), then the pod network.
-    async fn attach(&self, sb: &mut SandboxRecord) -> crate::error::Result<()> {
-        let cni = &self.shared.cni;
-        let net = cni::load_dir(&self.shared.cfg.cni_conf_dir)?;
-        let lo = cni::loopback_network();
-        if cni.has_plugin("loopback") {
-            cni.add(&lo, &self.attachment(sb, "lo")).await?;
-            sb.loopback = true;
-        }
-        let att = self.attachment(sb, "eth0");
-        match cni.add(&net, &att).await {
-            Ok(res) => {
-                tracing::info!(pod = %self.key, network = %net.name, plugins = ?net.types(), ips = ?res.ips, "cni add");
-                sb.ips = res.ips;
-                sb.network = Some(net.name.clone());
-                Ok(())
-            }
-            Err(e) => {
-                if sb.loopback {
-                    let _ = cni.del(&lo, &self.attachment(sb, "lo")).await;
-                }
-                Err(e)
-            }
-        }
-    }
-
-    /// CNI DEL and sandbox stop; keeps going past failures and returns all of them.
-    async fn teardown_sandbox(&mut self) -> Vec<String> {
-        let mut errors = Vec::new();
-        let Some(sb) = self.rec.sandbox.take() else {
-            return errors;
-        };
-        self.dirty = true;
-        let cni = &self.shared.cni;
-        if sb.network.is_some() {
-            match cni::load_dir(&self.shared.cfg.cni_conf_dir) {
-                Ok(net) => {
-                    if let Err(e) = cni.del(&net, &self.attachment(&sb, "eth0")).await {
-                        errors.push(e.to_string());
-                    }
-                }
-                Err(e) => {
-                    // The cached config is used for DEL when it exists; load_dir is only
-                    // the fallback, so try the cache with a placeholder list.
-                    match cached_network(cni, sb.network.as_deref().unwrap_or(""), &sb.id) {
-                        Some(net) => {
-                            if let Err(e) = cni.del(&net, &self.attachment(&sb, "eth0")).await {
-                                errors.push(e.to_string());
-                            }
-                        }
-                        None => errors.push(e.to_string()),
-                    }
-                }
-            }
-        }
-        if sb.loopback
-            && let Err(e) = cni
-                .del(&cni::loopback_network(), &self.attachment(&sb, "lo"))
-                .await
-        {
-            errors.push(e.to_string());
-        }
-        errors.extend(sandbox::stop(&sb.pause, sb.netns.as_deref()));
-        errors
-    }
-
     /// SIGTERM every running container, SIGKILL what is left after `grace`, record the
     /// terminations.
     async fn kill_all(&mut self, grace: Duration) {
@@ -892,41 +822,6 @@ fn fields(_pod: &Pod, sb: &SandboxRecord, shared: &Shared) -> PodFields {
         pod_ip: sb.ips.first().map(|i| i.to_string()),
         host_ip: shared.cfg.node_ip.map(|i| i.to_string()),
     }
-}
-
-/// `portMappings` capability args (for portmap) from the containers' hostPorts.
-fn port_mappings(pod: &Pod) -> Vec<Value> {
-    let mut out = Vec::new();
-    for c in pod.spec.iter().flat_map(|s| s.containers.iter()) {
-        for p in c.ports.iter().flatten() {
-            if let Some(hp) = p.host_port.filter(|h| *h > 0) {
-                let mut m = json!({
-                    "hostPort": hp,
-                    "containerPort": p.container_port,
-                    "protocol": p.protocol.as_deref().unwrap_or("TCP").to_lowercase(),
-                });
-                if let Some(ip) = p.host_ip.as_ref().filter(|s| !s.is_empty()) {
-                    m["hostIP"] = json!(ip);
-                }
-                out.push(m);
-            }
-        }
-    }
-    out
-}
-
-/// A network list rebuilt from the CNI cache (when the conf dir is unusable at DEL).
-fn cached_network(cni: &cni::Cni, net: &str, id: &str) -> Option<cni::NetworkList> {
-    let path = cni.results_dir().join(format!("{net}-{id}-eth0"));
-    let v: Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
-    let _ = v.get("config")?;
-    // The DEL path reads the cached config itself; a minimal list with the right name
-    // is enough to find the entry.
-    cni::NetworkList::from_value(
-        json!({"cniVersion": "0.4.0", "name": net, "plugins": [{"type": "noop"}]}),
-        None,
-    )
-    .ok()
 }
 
 /// (exit code, signal, unknown) from an exit status; a signal death is 128+signal.

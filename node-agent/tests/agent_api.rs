@@ -418,6 +418,14 @@ fn agent_registers_runs_reports_restarts_and_deletes_through_the_api() {
     fx.wait("lease renewed", &agent, |s| {
         (s.leases["node1"]["spec"]["renewTime"] != first["spec"]["renewTime"]).then_some(())
     });
+    // A deleted Node object is registered again.
+    fx.store.lock().unwrap().nodes.remove("node1");
+    fx.wait("node registered again", &agent, |s| {
+        s.nodes
+            .get("node1")
+            .filter(|n| n["spec"]["podCIDR"] == "10.244.1.0/24")
+            .map(|_| ())
+    });
 
     // A pod bound to the node runs, and its status comes back.
     fx.store
@@ -527,4 +535,31 @@ fn agent_registers_runs_reports_restarts_and_deletes_through_the_api() {
         (!orphan_state.exists()).then_some(())
     });
     agent.stop();
+}
+
+#[test]
+fn bad_flags_are_rejected_with_the_reason() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_skein-agent"))
+        .args([
+            "--api-server",
+            "http://198.51.100.250:1",
+            "--node-ip",
+            "198.51.100.11",
+        ])
+        .args(["--node-labels", "zone", "--node-name", "n"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--node-labels: \"zone\" is not key=value"),
+        "{err}"
+    );
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_skein-agent"))
+        .args(["--node-ip", "not-an-ip"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not-an-ip"));
 }

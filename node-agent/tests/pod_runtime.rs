@@ -26,6 +26,11 @@ struct Env {
 }
 
 fn env() -> Env {
+    env_with(false)
+}
+
+/// A bed with node1 (and the `outside` host when asked).
+fn env_with(outside: bool) -> Env {
     assert!(
         nix::unistd::geteuid().is_root(),
         "these tests need root (they create namespaces and run CNI plugins)"
@@ -39,7 +44,7 @@ fn env() -> Env {
     assert!(Path::new(PYTHON).is_file(), "{PYTHON} is missing");
     let bed = TestBed::start(Config {
         nodes: 1,
-        outside: false,
+        outside,
         etcd: EtcdMode::None,
         cgroups: true,
         prefix: None,
@@ -52,6 +57,10 @@ fn env() -> Env {
         "plugins": [
             {"type": "bridge", "bridge": "cni0", "isGateway": true, "ipMasq": false,
              "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.244.1.0/24"}]],
+                      // The fabric only (no default route): replies to the outside
+                      // host find their way, anything else stays unreachable.
+                      "routes": [{"dst": "198.51.100.0/24", "gw": "10.244.1.1"}],
+
                       "dataDir": d.ipam_data_dir}},
             {"type": "portmap", "capabilities": {"portMappings": true}}
         ]
@@ -398,9 +407,39 @@ fn restart_policy_never_and_exit_codes_set_the_phase() {
                 ..Default::default()
             }],
         );
-        for p in [&ok, &bad, &nocmd] {
+        let mut who = pod(
+            "whoami",
+            vec![container(
+                "main",
+                &["/bin/sh", "-c", "echo $(id -u):$(id -g)"],
+            )],
+        );
+        let spec = who.spec.as_mut().unwrap();
+        spec.restart_policy = Some("Never".into());
+        spec.security_context = Some(k8s_openapi::api::core::v1::PodSecurityContext {
+            run_as_user: Some(65534),
+            run_as_group: Some(65533),
+            ..Default::default()
+        });
+        for p in [&ok, &bad, &nocmd, &who] {
             rt.apply(p.clone()).unwrap();
         }
+        wait_for("whoami Succeeded", Duration::from_secs(20), || {
+            (status::pod_status(&snap(&rt, &who), None, std::time::SystemTime::now())
+                .phase
+                .as_deref()
+                == Some("Succeeded"))
+            .then_some(())
+        })
+        .await;
+        assert_eq!(
+            log_text(&rt.log_file("default", "whoami", "main", false).unwrap()),
+            "65534:65533\n",
+            "runAsUser/runAsGroup apply"
+        );
+        rt.delete(&uid_of(&who), Duration::from_secs(1))
+            .await
+            .unwrap();
         let phase = |p: &Pod| {
             status::pod_status(&snap(&rt, p), None, std::time::SystemTime::now())
                 .phase
@@ -588,6 +627,10 @@ fn delete_removes_processes_ipam_namespaces_and_state() {
             log_text(&log).contains("trapped").then_some(())
         })
         .await;
+        // The operator removes the CNI config: DEL still works from the cached config.
+        for e in std::fs::read_dir(&env.cfg.cni_conf_dir).unwrap().flatten() {
+            std::fs::remove_file(e.path()).unwrap();
+        }
         let started = Instant::now();
         rt.delete(&uid_of(&p), Duration::from_secs(1))
             .await
@@ -796,8 +839,37 @@ fn log_endpoint_serves_current_and_previous_container_logs() {
             prev.starts_with("HTTP/1.1 404"),
             "no previous instance yet: {prev}"
         );
-        let follow = http_get_async(addr, &format!("{url}?follow=true")).await;
-        assert!(follow.starts_with("HTTP/1.1 400"), "{follow}");
+        // follow=true streams what a running instance writes and ends when it stops.
+        let mut ticker = pod(
+            "ticker",
+            vec![container(
+                "main",
+                &[
+                    "/bin/sh",
+                    "-c",
+                    "for i in 1 2 3 4 5; do echo tick$i; sleep 0.3; done",
+                ],
+            )],
+        );
+        ticker.spec.as_mut().unwrap().restart_policy = Some("Never".into());
+        rt.apply(ticker.clone()).unwrap();
+        wait_for("ticker running", Duration::from_secs(20), || {
+            pid_of(&rt, &ticker, "main")
+        })
+        .await;
+        let followed = tokio::time::timeout(
+            Duration::from_secs(20),
+            http_get_async(addr, "/containerLogs/default/ticker/main?follow=true"),
+        )
+        .await
+        .expect("follow ends when the container stops");
+        assert!(followed.starts_with("HTTP/1.1 200"), "{followed}");
+        for i in 1..=5 {
+            assert!(followed.contains(&format!("tick{i}")), "{followed}");
+        }
+        rt.delete(&uid_of(&ticker), Duration::from_secs(2))
+            .await
+            .unwrap();
         server.abort();
         rt.delete(&uid_of(&p), Duration::from_secs(2))
             .await
@@ -819,4 +891,160 @@ where
         assert!(Instant::now() < deadline, "timed out; last response: {r}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+#[test]
+fn init_containers_run_in_order_before_the_app() {
+    let env = env();
+    let dir = tempfile::tempdir().unwrap();
+    let order = dir.path().join("order");
+    let o = order.display().to_string();
+    env.run(async {
+        let rt = PodRuntime::start(env.cfg.clone()).await.unwrap();
+        let st = |p: &Pod| status::pod_status(&snap(&rt, p), None, std::time::SystemTime::now());
+        let cond = |p: &Pod, ty: &str| {
+            st(p)
+                .conditions
+                .unwrap()
+                .into_iter()
+                .find(|c| c.type_ == ty)
+                .unwrap()
+                .status
+        };
+
+        let mut good = pod(
+            "with-init",
+            vec![container(
+                "app",
+                &["/bin/sh", "-c", &format!("cat {o}; exec sleep 600")],
+            )],
+        );
+        good.spec.as_mut().unwrap().init_containers = Some(vec![
+            container(
+                "first",
+                &["/bin/sh", "-c", &format!("sleep 0.3; echo first > {o}")],
+            ),
+            container("second", &["/bin/sh", "-c", &format!("echo second >> {o}")]),
+        ]);
+        let mut fails = pod("init-fails", vec![container("app", &["/bin/sleep", "600"])]);
+        fails.spec.as_mut().unwrap().restart_policy = Some("Never".into());
+        fails.spec.as_mut().unwrap().init_containers =
+            Some(vec![container("broken", &["/bin/sh", "-c", "exit 1"])]);
+        let mut retries = pod(
+            "init-retries",
+            vec![container("app", &["/bin/sleep", "600"])],
+        );
+        retries.spec.as_mut().unwrap().init_containers =
+            Some(vec![container("broken", &["/bin/sh", "-c", "exit 2"])]);
+        for p in [&good, &fails, &retries] {
+            rt.apply(p.clone()).unwrap();
+        }
+
+        running_ip(&rt, &good).await;
+        let log = wait_for("app started", Duration::from_secs(20), || {
+            snap(&rt, &good)
+                .record
+                .containers
+                .get("app")?
+                .running
+                .as_ref()
+                .map(|r| r.log.clone())
+        })
+        .await;
+        wait_for(
+            "app printed the init output",
+            Duration::from_secs(10),
+            || (!log_text(&log).is_empty()).then_some(()),
+        )
+        .await;
+        assert_eq!(
+            log_text(&log),
+            "first\nsecond\n",
+            "init containers ran in order, before the app"
+        );
+        assert_eq!(cond(&good, "Initialized"), "True");
+        let inits = st(&good).init_container_statuses.unwrap();
+        assert_eq!(inits.len(), 2);
+        for s in &inits {
+            let t = s.state.as_ref().unwrap().terminated.as_ref().unwrap();
+            assert_eq!((t.exit_code, t.reason.as_deref()), (0, Some("Completed")));
+        }
+
+        wait_for("init-fails Failed", Duration::from_secs(20), || {
+            (st(&fails).phase.as_deref() == Some("Failed")).then_some(())
+        })
+        .await;
+        assert!(
+            snap(&rt, &fails)
+                .record
+                .containers
+                .get("app")
+                .is_none_or(|c| c.running.is_none() && c.terminated.is_none())
+        );
+
+        wait_for(
+            "failing init container retried",
+            Duration::from_secs(20),
+            || (snap(&rt, &retries).record.containers["broken"].restart_count >= 2).then_some(()),
+        )
+        .await;
+        assert_eq!(st(&retries).phase.as_deref(), Some("Pending"));
+        assert_eq!(cond(&retries, "Initialized"), "False");
+        assert!(
+            snap(&rt, &retries)
+                .record
+                .containers
+                .get("app")
+                .is_none_or(|c| c.running.is_none())
+        );
+        let app = st(&retries).container_statuses.unwrap().remove(0);
+        assert_eq!(
+            app.state.unwrap().waiting.unwrap().reason.as_deref(),
+            Some("PodInitializing")
+        );
+
+        for p in [&good, &fails, &retries] {
+            rt.delete(&uid_of(p), Duration::from_secs(1)).await.unwrap();
+        }
+        assert!(env.ipam_ips().is_empty());
+    });
+}
+
+#[test]
+fn host_port_reaches_the_pod_through_portmap() {
+    let env = env_with(true);
+    let www = tempfile::tempdir().unwrap();
+    std::fs::write(www.path().join("marker.txt"), "via-hostport").unwrap();
+    env.run(async {
+        let rt = PodRuntime::start(env.cfg.clone()).await.unwrap();
+        let mut c = web(www.path());
+        c.ports.as_mut().unwrap()[0].host_port = Some(18080);
+        let p = pod("hostport", vec![c]);
+        rt.apply(p.clone()).unwrap();
+        running_ip(&rt, &p).await;
+        let netns = snap(&rt, &p).record.sandbox.unwrap().netns.unwrap();
+        let ip = snap(&rt, &p).record.sandbox.unwrap().ips[0];
+        wait_for("web server answers", Duration::from_secs(20), || {
+            http_get_in(&netns, SocketAddr::new(ip, 8080), "/marker.txt").ok()
+        })
+        .await;
+        // From the outside host, node1's address and the hostPort reach the pod.
+        let outside = env.bed.outside().netns.path().to_owned();
+        let body = http_get_in(
+            &outside,
+            "198.51.100.11:18080".parse().unwrap(),
+            "/marker.txt",
+        )
+        .unwrap();
+        assert!(body.contains("via-hostport"), "{body}");
+        rt.delete(&uid_of(&p), Duration::from_secs(2))
+            .await
+            .unwrap();
+        let gone = http_get_in(
+            &outside,
+            "198.51.100.11:18080".parse().unwrap(),
+            "/marker.txt",
+        );
+        assert!(gone.is_err(), "hostPort closed after delete: {gone:?}");
+    });
 }

@@ -32,9 +32,17 @@ static __always_inline int skein_sock_lb(struct bpf_sock_addr *ctx, int connecte
 	}
 
 	__u64 cookie = bpf_get_socket_cookie(ctx);
-	/* A connected socket picks at random; an unconnected UDP socket picks by its cookie
-	 * so that all its datagrams to one VIP reach the same backend. */
-	__u32 fresh = connected ? bpf_get_prandom_u32() : (__u32)(cookie ^ (cookie >> 32)) * 2654435761u;
+	/* A connect() takes the next backend round robin (per CPU: the service's connection
+	 * counter on this CPU); an unconnected UDP socket picks by its cookie so that all its
+	 * datagrams to one VIP reach the same backend. */
+	__u32 fresh;
+	if (connected) {
+		__u32 group = svc->group;
+		__u64 *n = bpf_map_lookup_elem(&skein_conns, &group);
+		fresh = n ? (__u32)*n : bpf_get_prandom_u32();
+	} else {
+		fresh = (__u32)(cookie ^ (cookie >> 32)) * 2654435761u;
+	}
 	struct skein_backend *be = skein_pick(svc, bpf_get_netns_cookie(ctx), fresh);
 	if (!be) {
 		bpf_set_retval(-SKEIN_ECONNREFUSED);

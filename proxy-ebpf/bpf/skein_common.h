@@ -11,7 +11,7 @@
 
 /* Picks the backend slot for a new connection of a service: the affinity entry when
  * sessionAffinity is on and it is still fresh and still names the same backend, else
- * `fresh` (random at the socket, Maglev at tc). Records the affinity when on. */
+ * `fresh` (round robin at the socket, Maglev at tc). Records the affinity when on. */
 static __always_inline struct skein_backend *
 skein_pick(const struct skein_svc_value *svc, __u64 client, __u32 fresh)
 {

@@ -109,7 +109,12 @@ struct Engine {
     rec: Reconciler,
     metrics: Arc<Metrics>,
     health: HealthServers,
+    /// A write failed: the maps may differ from what the reconciler believes.
+    dirty: bool,
 }
+
+/// How often a failed write is repaired by a full resync.
+const REPAIR_PERIOD: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Engine {
     fn write(&mut self, ops: &[Op], started: Instant) {
@@ -117,10 +122,11 @@ impl Engine {
         self.metrics
             .record_sync(started.elapsed(), ops.len(), res.is_ok());
         if let Err(e) = res {
-            tracing::error!(error = %e, "map write failed; the next resync repairs it");
+            tracing::error!(error = %e, "map write failed; a full resync follows");
+            self.dirty = true;
         }
         let (s, b) = self.rec.counts();
-        self.metrics.set_state(s, b, self.rec.groups());
+        self.metrics.set_state(s, b);
     }
 
     fn health_for(&mut self, key: &str, model: Option<&Service>) {
@@ -170,6 +176,7 @@ impl Engine {
                 return;
             }
         };
+        self.dirty = false;
         match self.rec.resync(&models, &current) {
             Ok(ops) => {
                 tracing::info!(services = models.len(), writes = ops.len(), "full resync");
@@ -187,7 +194,7 @@ impl Engine {
 pub async fn run(client: kube::Client, cfg: DaemonConfig) -> Result<(), Error> {
     let report = datapath::install(&cfg.install)?;
     tracing::info!(
-        attached = ?report.attached, kept = ?report.kept,
+        attached = ?report.attached, kept = ?report.kept, replaced = ?report.replaced,
         pin_dir = %cfg.install.pin_dir.display(), "datapath installed"
     );
     let maps = BpfMaps::open(&cfg.install.pin_dir)?;
@@ -199,6 +206,7 @@ pub async fn run(client: kube::Client, cfg: DaemonConfig) -> Result<(), Error> {
         maps,
         metrics: metrics.clone(),
         health: HealthServers::default(),
+        dirty: false,
     };
     if cfg.metrics_port != 0 {
         spawn_metrics(cfg.metrics_port, metrics, cfg.install.pin_dir.clone()).await?;
@@ -223,10 +231,17 @@ pub async fn run(client: kube::Client, cfg: DaemonConfig) -> Result<(), Error> {
     let mut int = signal(SignalKind::interrupt()).map_err(Error::io("install SIGINT handler"))?;
     let mut store = Store::default();
 
+    let mut repair = tokio::time::interval(REPAIR_PERIOD);
     loop {
         let ev = tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
+            _ = repair.tick() => {
+                if engine.dirty && store.svc_listed && store.slices_listed {
+                    engine.resync(&store, Instant::now());
+                }
+                continue;
+            }
             ev = events.next() => ev,
         };
         let Some(ev) = ev else { break };

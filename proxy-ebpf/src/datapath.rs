@@ -6,23 +6,30 @@
 //! <pin dir>/skein_svc skein_be ...   maps (pinned by name by the loader)
 //! <pin dir>/link_skein_connect4 ...  links: an attachment lives as long as its pin
 //! ```
-//! A second `install` on the same pin dir keeps existing links (open connections and
-//! NAT state survive a restart) and reuses the pinned maps.
+//! A second `install` on the same pin dir reuses the pinned maps and keeps every link
+//! whose program is unchanged (same tag), so open connections and NAT state survive a
+//! restart; a link running different code (an older binary) is replaced: the new
+//! program is attached first, then the old link unpinned.
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray};
-use aya::programs::links::FdLink;
-use aya::programs::{CgroupAttachMode, CgroupSockAddr, SchedClassifier, TcAttachType};
+use aya::programs::links::{FdLink, PinnedLink};
+use aya::programs::{
+    CgroupAttachMode, CgroupSockAddr, SchedClassifier, TcAttachType, loaded_programs,
+};
 use aya::{Ebpf, EbpfLoader, VerifierLogLevel};
 
 use crate::Error;
 use crate::maps::*;
 use crate::reconcile::{MapState, MapWriter, Op};
 
-static CGROUP_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/cgroup_sock.o"));
-static TC_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tc_nodeport.o"));
+/// The compiled socket-hook object (`bpf/cgroup_sock.c`).
+pub static CGROUP_OBJ: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/cgroup_sock.o"));
+/// The compiled tc object (`bpf/tc_nodeport.c`).
+pub static TC_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tc_nodeport.o"));
 
 const CGROUP_PROGRAMS: &[&str] = &[
     PROG_CONNECT4,
@@ -49,8 +56,11 @@ pub struct InstallConfig {
 pub struct InstallReport {
     /// Programs attached now.
     pub attached: Vec<&'static str>,
-    /// Programs whose pinned link from an earlier run was kept.
+    /// Programs whose pinned link from an earlier run was kept (same program).
     pub kept: Vec<&'static str>,
+    /// Programs whose pinned link ran different code (an older binary): the new program
+    /// was attached first, then the old link removed.
+    pub replaced: Vec<&'static str>,
 }
 
 fn link_pin(pin_dir: &Path, program: &str) -> PathBuf {
@@ -78,6 +88,36 @@ fn load(object: &'static str, bytes: &[u8], pin_dir: &Path) -> Result<Ebpf, Erro
             object,
             source: Box::new(e),
         })
+}
+
+/// The tag (hash of the instructions, map references left out) of the program behind a
+/// pinned link; `None` when it cannot be read.
+fn pinned_program_tag(pin: &Path) -> Option<u64> {
+    let link: FdLink = PinnedLink::from_pin(pin).ok()?.into();
+    let id = link.info().ok()?.program_id();
+    loaded_programs()
+        .filter_map(Result::ok)
+        .find(|p| p.id() == id)
+        .map(|p| p.tag())
+}
+
+/// Decides what to do with a program before attaching it: `true` = the pinned link
+/// already runs this very program (keep it). Otherwise the caller attaches the new one
+/// and then calls [`swap_pin`].
+fn keep_pinned(pin: &Path, new_tag: Option<u64>) -> bool {
+    pin.exists() && new_tag.is_some() && pinned_program_tag(pin) == new_tag
+}
+
+/// Pins `link` at `pin`, replacing (and so detaching) a link pinned there before.
+/// Returns whether one was replaced.
+fn swap_pin(link: FdLink, pin: &Path) -> Result<bool, Error> {
+    let replaced = pin.exists();
+    if replaced {
+        std::fs::remove_file(pin)
+            .map_err(Error::io(format!("unpin old link {}", pin.display())))?;
+    }
+    pin_link(link, pin)?;
+    Ok(replaced)
 }
 
 fn pin_link(link: FdLink, path: &Path) -> Result<(), Error> {
@@ -175,10 +215,6 @@ fn install_inner(cfg: &InstallConfig, report: &mut InstallReport) -> Result<(), 
             .map_err(Error::io(format!("open cgroup {}", cgroup.display())))?;
         for &name in CGROUP_PROGRAMS {
             let pin = link_pin(&cfg.pin_dir, name);
-            if pin.exists() {
-                report.kept.push(name);
-                continue;
-            }
             let prog_err = |e| Error::Program {
                 program: name,
                 source: Box::new(e),
@@ -189,6 +225,10 @@ fn install_inner(cfg: &InstallConfig, report: &mut InstallReport) -> Result<(), 
                 .try_into()
                 .map_err(prog_err)?;
             prog.load().map_err(prog_err)?;
+            if keep_pinned(&pin, prog.info().ok().map(|i| i.tag())) {
+                report.kept.push(name);
+                continue;
+            }
             let id = prog
                 .attach(&dir, CgroupAttachMode::default())
                 .map_err(|e| Error::Attach {
@@ -202,8 +242,11 @@ fn install_inner(cfg: &InstallConfig, report: &mut InstallReport) -> Result<(), 
                     reason: e.to_string(),
                 },
             )?;
-            pin_link(link, &pin)?;
-            report.attached.push(name);
+            if swap_pin(link, &pin)? {
+                report.replaced.push(name);
+            } else {
+                report.attached.push(name);
+            }
         }
     }
 
@@ -213,10 +256,6 @@ fn install_inner(cfg: &InstallConfig, report: &mut InstallReport) -> Result<(), 
             (PROG_TC_EGRESS, TcAttachType::Egress),
         ] {
             let pin = link_pin(&cfg.pin_dir, name);
-            if pin.exists() {
-                report.kept.push(name);
-                continue;
-            }
             let prog_err = |e| Error::Program {
                 program: name,
                 source: Box::new(e),
@@ -227,6 +266,10 @@ fn install_inner(cfg: &InstallConfig, report: &mut InstallReport) -> Result<(), 
                 .try_into()
                 .map_err(prog_err)?;
             prog.load().map_err(prog_err)?;
+            if keep_pinned(&pin, prog.info().ok().map(|i| i.tag())) {
+                report.kept.push(name);
+                continue;
+            }
             let id = prog.attach(uplink, kind).map_err(|e| Error::Attach {
                 program: name,
                 target: uplink.clone(),
@@ -238,8 +281,11 @@ fn install_inner(cfg: &InstallConfig, report: &mut InstallReport) -> Result<(), 
                     reason: e.to_string(),
                 },
             )?;
-            pin_link(link, &pin)?;
-            report.attached.push(name);
+            if swap_pin(link, &pin)? {
+                report.replaced.push(name);
+            } else {
+                report.attached.push(name);
+            }
         }
     }
 
@@ -366,6 +412,18 @@ impl BpfMaps {
             st.names.insert(k, v);
         }
         Ok(st)
+    }
+
+    /// Every group id with its name, sorted by id.
+    pub fn group_names(&self) -> Vec<(u32, String)> {
+        let mut v: Vec<(u32, String)> = self
+            .names
+            .iter()
+            .filter_map(|kv| kv.ok())
+            .map(|(id, n)| (id, n.as_str()))
+            .collect();
+        v.sort();
+        v
     }
 
     /// New connections counted for `group` (summed over CPUs).

@@ -7,6 +7,7 @@
 //!   group "default/web:http/TCP"         backends [a, b, c] (ready ones, sorted)
 //!   frontend 10.96.0.10:80/TCP   cluster  -> that group       (connect4 at the socket)
 //!   frontend <node-ip>:30080/TCP external -> that group       (tc, Maglev)
+//!   frontend <node-ip>:30080/TCP cluster  -> that group       (this node's pods)
 //! externalTrafficPolicy: Local adds group ".../local" with this node's backends only,
 //! and the external frontends use it.
 //! ```
@@ -150,6 +151,16 @@ pub fn service_entries(svc: &Service, node: &NodeContext) -> ServiceEntries {
             name.clone()
         };
         let ext_flags = flags | if local_group { SVC_F_LOCAL } else { 0 };
+        // Pods of this node dialling <node-ip>:<nodePort> never cross the uplink: match
+        // that frontend at the socket too, with the same backends an outside client gets.
+        if let (Some(np), Some(ip)) = (p.node_port, node.node_ip) {
+            out.frontends.push(Frontend {
+                key: SvcKey::new(ip, np, proto, SCOPE_CLUSTER),
+                group: ext_group.clone(),
+                flags: ext_flags,
+                affinity_timeout: timeout,
+            });
+        }
         for key in external_keys {
             out.frontends.push(Frontend {
                 key,
@@ -248,6 +259,12 @@ mod tests {
                     Ipv4Addr::new(198, 51, 100, 11),
                     30080,
                     PROTO_TCP,
+                    SCOPE_CLUSTER
+                ),
+                SvcKey::new(
+                    Ipv4Addr::new(198, 51, 100, 11),
+                    30080,
+                    PROTO_TCP,
                     SCOPE_EXTERNAL
                 ),
             ]
@@ -298,7 +315,7 @@ mod tests {
         s.endpoints.iter_mut().for_each(|e| e.serving = false);
         let e = service_entries(&s, &node1());
         assert!(e.groups[0].backends.is_empty());
-        assert_eq!(e.frontends.len(), 2);
+        assert_eq!(e.frontends.len(), 3); // ClusterIP, NodePort at the socket and at tc
     }
 
     #[test]

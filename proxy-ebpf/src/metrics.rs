@@ -28,7 +28,6 @@ struct Inner {
     sync_errors: u64,
     sync_sum: f64,
     buckets: Vec<u64>,
-    groups: Vec<(u32, String)>,
 }
 
 impl Metrics {
@@ -53,11 +52,10 @@ impl Metrics {
     }
 
     /// Sets the gauges after a sync.
-    pub fn set_state(&self, services: usize, backends: usize, groups: Vec<(u32, String)>) {
+    pub fn set_state(&self, services: usize, backends: usize) {
         let mut m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         m.services = services;
         m.backends = backends;
-        m.groups = groups;
     }
 
     /// The Prometheus text exposition; `maps` adds per-service connection counts.
@@ -113,8 +111,10 @@ impl Metrics {
                 "# HELP skein_proxy_service_connections_total New connections balanced, per service port (from BPF)."
             );
             let _ = writeln!(out, "# TYPE skein_proxy_service_connections_total counter");
-            for (id, name) in &m.groups {
-                let n = maps.connections(*id).unwrap_or(0);
+            // Group names come from the pinned names map at scrape time, so syncs never
+            // pay for them.
+            for (id, name) in maps.group_names() {
+                let n = maps.connections(id).unwrap_or(0);
                 let name = name.replace('\\', "\\\\").replace('"', "\\\"");
                 let _ = writeln!(
                     out,
@@ -135,7 +135,7 @@ mod tests {
         let m = Metrics::default();
         m.record_sync(Duration::from_micros(700), 5, true);
         m.record_sync(Duration::from_millis(30), 2, false);
-        m.set_state(3, 7, vec![]);
+        m.set_state(3, 7);
         let t = m.render(None);
         assert!(t.contains("skein_proxy_services 3\n"), "{t}");
         assert!(t.contains("skein_proxy_backends 7\n"));

@@ -220,6 +220,8 @@ pub struct Reconciler {
     node: NodeContext,
     ids: Ids,
     owned: HashMap<String, (MapState, Vec<String>)>,
+    /// Backend slots over all owned entries, kept up to date per change (O(1) to read).
+    backend_slots: usize,
 }
 
 impl Reconciler {
@@ -235,6 +237,7 @@ impl Reconciler {
             node,
             ids,
             owned: HashMap::new(),
+            backend_slots: 0,
         }
     }
 
@@ -296,6 +299,7 @@ impl Reconciler {
         let key = svc.key();
         let (old, old_labels) = self.owned.remove(&key).unwrap_or_default();
         let ops = diff(&old, &new);
+        self.backend_slots = self.backend_slots - old.be.len() + new.be.len();
         for l in old_labels.iter().filter(|l| !labels.contains(l)) {
             self.ids.release(l);
         }
@@ -315,6 +319,7 @@ impl Reconciler {
         for l in &labels {
             self.ids.release(l);
         }
+        self.backend_slots -= old.be.len();
         diff(&old, &MapState::default())
     }
 
@@ -342,6 +347,7 @@ impl Reconciler {
             self.ids.release(&l);
         }
         self.owned = owned;
+        self.backend_slots = desired.be.len();
         Ok(diff(current, &desired))
     }
 
@@ -356,20 +362,7 @@ impl Reconciler {
 
     /// Number of Services with entries, and of backend slots.
     pub fn counts(&self) -> (usize, usize) {
-        let backends = self.owned.values().map(|(s, _)| s.be.len()).sum();
-        (self.owned.len(), backends)
-    }
-
-    /// Group id and name of every group, for metrics.
-    pub fn groups(&self) -> Vec<(u32, String)> {
-        let mut v: Vec<(u32, String)> = self
-            .ids
-            .by_label
-            .iter()
-            .map(|(l, i)| (*i, l.clone()))
-            .collect();
-        v.sort();
-        v
+        (self.owned.len(), self.backend_slots)
     }
 }
 
@@ -432,7 +425,7 @@ mod tests {
             .unwrap();
         assert_eq!(maps, r.expected());
         assert_eq!(maps.svc[&vip_key(1)].count, 3);
-        assert_eq!(maps.svc.len(), 4); // two ClusterIPs, two NodePorts
+        assert_eq!(maps.svc.len(), 6); // two ClusterIPs, two NodePorts at socket and tc
         assert_eq!(maps.maglev.len(), 2);
         assert_ne!(maps.svc[&vip_key(1)].group, maps.svc[&vip_key(2)].group);
     }
@@ -470,6 +463,7 @@ mod tests {
         assert!(last_be < first_svc, "{ops:?}");
         maps.write_all(&ops).unwrap();
         assert_eq!(maps.svc[&vip_key(1)].count, 5);
+        assert_eq!(r.counts(), (1, 5));
     }
 
     #[test]
@@ -547,5 +541,6 @@ mod tests {
         }
         assert!(maps.is_empty());
         assert!(r.ids.used.is_empty());
+        assert_eq!(r.counts(), (0, 0));
     }
 }

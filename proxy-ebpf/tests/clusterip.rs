@@ -9,6 +9,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 
 use common::*;
 use serde_json::json;
+use skein_proxy::maps::{PROG_CONNECT4, PROG_SENDMSG4};
 
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
 
@@ -271,4 +272,56 @@ fn bpftool_cgroup(cgroup: &std::path::Path) -> String {
     let mut cmd = std::process::Command::new("bpftool");
     cmd.args(["cgroup", "show"]).arg(cgroup);
     skein_testbed::run_checked(&mut cmd).expect("bpftool cgroup show")
+}
+
+#[test]
+fn a_link_running_other_code_is_replaced_on_the_next_start() {
+    let mut c = Cluster::start(1);
+    let b = c.add_pod(1, 1);
+    serve_tcp(
+        &c.pods[b].netns,
+        SocketAddr::from((c.pods[b].ip, 8080)),
+        "backend",
+    );
+    let client = c.add_pod(1, 2);
+    let set = json!({"services": [service("web", Some(VIP), 80, "TCP", None, &[(c.pods[b].ip, 1)], 8080)]});
+    c.apply(1, &set);
+
+    // Play an older binary: the connect4 link now runs other code (here: the sendmsg4
+    // program, attached as a second sendmsg4 hook and pinned in connect4's place).
+    let pin_dir = c.pin_dir(1);
+    let connect_pin = pin_dir.join(format!("link_{PROG_CONNECT4}"));
+    {
+        let mut obj = aya::EbpfLoader::new()
+            .default_map_pin_directory(&pin_dir)
+            .load(skein_proxy::datapath::CGROUP_OBJ)
+            .unwrap();
+        let prog: &mut aya::programs::CgroupSockAddr =
+            obj.program_mut(PROG_SENDMSG4).unwrap().try_into().unwrap();
+        prog.load().unwrap();
+        let cg = std::fs::File::open(c.cgroup(1)).unwrap();
+        let id = prog
+            .attach(&cg, aya::programs::CgroupAttachMode::default())
+            .unwrap();
+        let link: aya::programs::links::FdLink = prog.take_link(id).unwrap().try_into().unwrap();
+        std::fs::remove_file(&connect_pin).unwrap();
+        link.pin(&connect_pin).unwrap();
+    }
+    let hooks = bpftool_cgroup(&c.cgroup(1));
+    assert_eq!(hooks.matches("connect4").count(), 0, "{hooks}");
+    assert_eq!(hooks.matches("sendmsg4").count(), 2, "{hooks}");
+    assert!(c.client(client, &["tcp", "10.96.0.10", "80", "1"])[0].starts_with("ERR"));
+
+    let out = c.apply(1, &set);
+    assert_eq!(out["replaced"], json!([PROG_CONNECT4]), "{out}");
+    assert_eq!(out["kept"].as_array().unwrap().len(), 5, "{out}");
+    let hooks = bpftool_cgroup(&c.cgroup(1));
+    assert_eq!(hooks.matches("connect4").count(), 1, "{hooks}");
+    assert_eq!(
+        hooks.matches("sendmsg4").count(),
+        1,
+        "old link detached: {hooks}"
+    );
+    let lines = c.client(client, &["tcp", "10.96.0.10", "80", "3"]);
+    assert!(lines.iter().all(|l| l.starts_with("backend ")), "{lines:?}");
 }

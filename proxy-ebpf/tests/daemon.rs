@@ -163,6 +163,23 @@ fn daemon_follows_the_api_survives_a_restart_and_cleans_up() {
     .expect("health check answers");
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
     assert!(health.contains("\"localEndpoints\":1"), "{health}");
+    // Its only endpoint goes away: the node reports it has none (503), so a load
+    // balancer stops sending there.
+    api.put_slice(slice("hc", &[], s1.clone()));
+    wait_until(
+        &d1,
+        "healthCheckNodePort to answer 503",
+        Duration::from_secs(10),
+        || {
+            http_get(
+                &c,
+                true,
+                SocketAddr::from((Ipv4Addr::new(198, 51, 100, 11), 31000)),
+                "/",
+            )
+            .is_some_and(|h| h.starts_with("HTTP/1.1 503") && h.contains("\"localEndpoints\":0"))
+        },
+    );
 
     // An open NodePort stream from outside.
     let s = c
@@ -187,7 +204,7 @@ fn daemon_follows_the_api_survives_a_restart_and_cleans_up() {
     // Restart: stop (no --cleanup), delete a Service while the proxy is down, start again.
     d1.stop();
     assert!(
-        c.pin_dir(1).join("skein_svc").exists(),
+        c.pin_dir(1).join(skein_proxy::maps::MAP_SVC).exists(),
         "pins outlive the process"
     );
     ping(2);
@@ -204,6 +221,31 @@ fn daemon_follows_the_api_survives_a_restart_and_cleans_up() {
         ping(3);
         let log = d2.log_tail(50);
         assert!(log.contains("full resync"), "{log}");
+
+        // A deletion the watch never delivered, then the API compacts its history (410
+        // Gone): the watchers list again and the full resync removes the Service.
+        api.put_service(service("unseen", "10.96.0.14", p1.clone()));
+        api.put_slice(slice("unseen", &ep, s1.clone()));
+        wait_until(
+            &d2,
+            "the unseen Service to be programmed",
+            Duration::from_secs(10),
+            || who(&c, client, "10.96.0.14", 80) == "web",
+        );
+        api.delete_service_unseen("default", "unseen");
+        std::thread::sleep(Duration::from_millis(500));
+        assert_eq!(
+            who(&c, client, "10.96.0.14", 80),
+            "web",
+            "the deletion was not watched"
+        );
+        api.expire_watches();
+        wait_until(
+            &d2,
+            "the relist to remove the unseen Service",
+            Duration::from_secs(20),
+            || who(&c, client, "10.96.0.14", 80) == "ERR",
+        );
 
         // --cleanup on SIGTERM: everything detached and unpinned.
         d2.stop();

@@ -80,6 +80,22 @@ fn nodeport_reaches_local_and_remote_backends_and_local_policy_keeps_the_client(
             ("backend2".into(), "198.51.100.200".into())
         );
     }
+    // Pods reach NodePorts too: on their own node at the socket, on another through tc.
+    let pod1 = c.add_pod(1, 2);
+    let pod2 = c.add_pod(2, 2);
+    for (pod, node) in [(pod1, 1), (pod2, 1), (pod2, 2)] {
+        let lines = c.client(pod, &["tcp", &node_ip(node).to_string(), "30081", "3"]);
+        for l in &lines {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            assert_eq!(
+                f[0], "backend1",
+                "pod on node{} -> node{node}: {l}",
+                c.pods[pod].node
+            );
+            assert_eq!(f[2], format!("{}:30081", node_ip(node)), "{l}");
+        }
+    }
+
     // Nothing listens on a port that is not a NodePort: the packet goes to the node's
     // own stack, which refuses.
     let lines = c.outside_client(&["tcp", "198.51.100.11", "30099", "1"]);
@@ -207,6 +223,11 @@ fn streams_survive_scaling_and_a_proxy_restart() {
     let out = c.apply(2, &set);
     assert_eq!(out["writes"], 0, "{out}");
     assert_eq!(out["attached"].as_array().unwrap().len(), 0, "{out}");
+    assert_eq!(
+        out["kept"].as_array().unwrap().len(),
+        6,
+        "same programs kept: {out}"
+    );
     assert_eq!(s2.ping(100), w2);
     assert_eq!(s1.ping(100), w1);
 }
@@ -235,7 +256,18 @@ fn udp_nodeport_external_ips_and_client_ip_affinity_at_tc() {
         8080,
     );
     sticky["session_affinity_timeout"] = json!(60);
-    let set = json!({"services": [udp, sticky]});
+    let lb_ip = Ipv4Addr::new(203, 0, 113, 8);
+    let mut lb = service(
+        "lb",
+        Some(Ipv4Addr::new(10, 96, 0, 23)),
+        443,
+        "TCP",
+        Some(30443),
+        &eps,
+        8080,
+    );
+    lb["load_balancer_ips"] = json!([lb_ip]);
+    let set = json!({"services": [udp, sticky, lb]});
     for i in 1..=2 {
         c.apply(i, &set);
     }
@@ -259,6 +291,27 @@ fn udp_nodeport_external_ips_and_client_ip_affinity_at_tc() {
     let lines = c.outside_client(&["udp", &ext.to_string(), "53", "10"]);
     for l in &lines {
         assert!(l.ends_with(" 203.0.113.7:53"), "{lines:?}");
+    }
+
+    // A LoadBalancer ingress IP, routed to node1.
+    c.bed
+        .outside()
+        .run(
+            "ip",
+            &[
+                "route",
+                "add",
+                &format!("{lb_ip}/32"),
+                "via",
+                "198.51.100.11",
+            ],
+        )
+        .unwrap();
+    let lines = c.outside_client(&["tcp", &lb_ip.to_string(), "443", "6"]);
+    for l in &lines {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        assert!(f[0].starts_with('n'), "{lines:?}");
+        assert_eq!(f[2], "203.0.113.8:443", "{l}");
     }
 
     // ClientIP affinity: every new flow from the outside client lands on one backend.

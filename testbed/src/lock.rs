@@ -1,5 +1,9 @@
 //! A machine-wide lock between test beds: every bed holds it shared; a test that must see
 //! the root namespace undisturbed (the teardown snapshot test) holds it exclusively.
+//!
+//! flock alone would starve the exclusive waiter while beds keep starting, so a second
+//! lock file works as a turnstile: the exclusive taker holds it while it waits, and every
+//! new bed passes through it (takes and drops it) before taking its shared lock.
 
 use std::fs::File;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,9 +29,9 @@ impl Drop for BedLock {
     }
 }
 
-fn open() -> Result<File> {
+fn open(name: &str) -> Result<File> {
     std::fs::create_dir_all(STATE_ROOT).map_err(io_err(format!("create {STATE_ROOT}")))?;
-    let path = format!("{STATE_ROOT}/.testbed.lock");
+    let path = format!("{STATE_ROOT}/{name}");
     File::options()
         .create(true)
         .truncate(false)
@@ -36,9 +40,12 @@ fn open() -> Result<File> {
         .map_err(io_err(format!("open {path}")))
 }
 
-fn take(arg: FlockArg) -> Result<Flock<File>> {
-    Flock::lock(open()?, arg).map_err(|(_, e)| Error::Io {
-        what: format!("lock {STATE_ROOT}/.testbed.lock"),
+const MAIN: &str = ".testbed.lock";
+const TURNSTILE: &str = ".testbed.turnstile";
+
+fn take(name: &str, arg: FlockArg) -> Result<Flock<File>> {
+    Flock::lock(open(name)?, arg).map_err(|(_, e)| Error::Io {
+        what: format!("lock {STATE_ROOT}/{name}"),
         source: e.into(),
     })
 }
@@ -46,7 +53,9 @@ fn take(arg: FlockArg) -> Result<Flock<File>> {
 /// Waits until no other bed exists on the machine and keeps others out until dropped.
 /// Beds started by this process meanwhile do not wait for it.
 pub fn exclusive_lock() -> Result<BedLock> {
-    let lock = take(FlockArg::LockExclusive)?;
+    let turnstile = take(TURNSTILE, FlockArg::LockExclusive)?;
+    let lock = take(MAIN, FlockArg::LockExclusive)?;
+    drop(turnstile);
     EXCLUSIVE_HELD.store(true, Ordering::SeqCst);
     Ok(BedLock {
         _lock: Some(lock),
@@ -64,8 +73,9 @@ pub fn shared_lock() -> Result<BedLock> {
             exclusive: false,
         });
     }
+    drop(take(TURNSTILE, FlockArg::LockExclusive)?);
     Ok(BedLock {
-        _lock: Some(take(FlockArg::LockShared)?),
+        _lock: Some(take(MAIN, FlockArg::LockShared)?),
         exclusive: false,
     })
 }

@@ -1,6 +1,8 @@
 //! Helpers shared by the end-to-end tests in `tests/tests/`. Every test builds its own
 //! [`skein_testbed::TestBed`] with a unique prefix, so tests run in parallel.
 
+pub mod cluster;
+
 /// Fails the test with a clear reason unless it runs as root: the tests change kernel
 /// state inside namespaces they create, which needs CAP_SYS_ADMIN and CAP_NET_ADMIN.
 pub fn require_root() {

@@ -205,20 +205,25 @@ async fn deployments(client: &Client, c: &Caches) {
         let ns = d.namespace().unwrap_or_default();
         let name = d.name_any();
         let owned = owned_by(&all_rs, &d.uid().unwrap_or_default());
-        let active: BTreeMap<String, i32> = owned
+        let counts: BTreeMap<String, deployment::PodCounts> = owned
             .iter()
             .map(|r| {
                 let uid = r.uid().unwrap_or_default();
+                let live: Vec<&Pod> = owned_by(&all_pods, &uid)
+                    .into_iter()
+                    .filter(|p| is_active(p))
+                    .collect();
+                let ready = live.iter().filter(|p| super::podutil::is_ready(p)).count() as i32;
                 (
                     r.name_any(),
-                    owned_by(&all_pods, &uid)
-                        .iter()
-                        .filter(|p| is_active(p))
-                        .count() as i32,
+                    deployment::PodCounts {
+                        active: live.len() as i32,
+                        ready,
+                    },
                 )
             })
             .collect();
-        let plan = deployment::plan(&d, &owned, &active);
+        let plan = deployment::plan(&d, &owned, &counts);
         let rs_api: Api<ReplicaSet> = Api::namespaced(client.clone(), &ns);
         if let Some(rs) = &plan.create {
             warn(

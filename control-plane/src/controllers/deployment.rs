@@ -69,9 +69,20 @@ fn resolve(v: Option<&IntOrString>, total: i32, round_up: bool, default: &str) -
     }
 }
 
-/// Plans one step of a Deployment, given the ReplicaSets it owns and, per ReplicaSet,
-/// how many of its pods are still active (for Recreate).
-pub fn plan(d: &Deployment, owned: &[&ReplicaSet], active_pods: &BTreeMap<String, i32>) -> Plan {
+/// Pods of one ReplicaSet as the pod cache shows them right now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PodCounts {
+    /// Not finished and not being deleted.
+    pub active: i32,
+    /// Active and Ready.
+    pub ready: i32,
+}
+
+/// Plans one step of a Deployment, given the ReplicaSets it owns and, per ReplicaSet
+/// name, its pods as the cache shows them. Availability is counted from the pods, not
+/// from the ReplicaSets' status, which lags behind a scale-down in progress; a
+/// ReplicaSet missing from `pods` falls back to its status.
+pub fn plan(d: &Deployment, owned: &[&ReplicaSet], pods: &BTreeMap<String, PodCounts>) -> Plan {
     let spec = d.spec.clone();
     let desired = spec.replicas.unwrap_or(1).max(0);
     let hash = template_hash(d);
@@ -92,11 +103,19 @@ pub fn plan(d: &Deployment, owned: &[&ReplicaSet], active_pods: &BTreeMap<String
         v
     };
     let spec_of = |r: &ReplicaSet| r.spec.replicas.unwrap_or(0);
+    // Available pods are counted from the pod cache (a ReplicaSet's status lags behind),
+    // and never more than the spec keeps: a ReplicaSet just scaled down still has its
+    // extra pods for a moment.
     let avail_of = |r: &ReplicaSet| {
-        r.status
-            .as_ref()
-            .and_then(|s| s.available_replicas)
-            .unwrap_or(0)
+        let ready = match pods.get(&r.name_any()) {
+            Some(c) => c.ready,
+            None => r
+                .status
+                .as_ref()
+                .and_then(|s| s.available_replicas)
+                .unwrap_or(0),
+        };
+        ready.min(spec_of(r))
     };
     let recreate = spec.strategy.as_ref().and_then(|s| s.type_.as_deref()) == Some("Recreate");
     let rolling = spec
@@ -146,7 +165,7 @@ pub fn plan(d: &Deployment, owned: &[&ReplicaSet], active_pods: &BTreeMap<String
         if recreate {
             let old_active: i32 = olds
                 .iter()
-                .map(|r| active_pods.get(&r.name_any()).copied().unwrap_or(0))
+                .map(|r| pods.get(&r.name_any()).map(|c| c.active).unwrap_or(0))
                 .sum();
             for r in &olds {
                 if spec_of(r) != 0 {
@@ -447,11 +466,17 @@ mod tests {
         let v2 = deploy(2, "v2", strat);
         let new = with_state(plan(&v2, &[&old], &BTreeMap::new()).create.unwrap(), 0, 0);
         let mut active = BTreeMap::new();
-        active.insert(old.name_any(), 2);
+        active.insert(
+            old.name_any(),
+            PodCounts {
+                active: 2,
+                ready: 2,
+            },
+        );
         let p = plan(&v2, &[&old, &new], &active);
         assert_eq!(p.scale, vec![(old.name_any(), 0)]);
         let old = with_state(old, 0, 0);
-        active.insert(old.name_any(), 0);
+        active.insert(old.name_any(), PodCounts::default());
         let p = plan(&v2, &[&old, &new], &active);
         assert_eq!(p.scale, vec![(new.name_any(), 2)]);
     }
@@ -472,5 +497,52 @@ mod tests {
             .find(|c| c.type_.as_deref() == Some("Progressing"))
             .unwrap();
         assert_eq!(prog.reason.as_deref(), Some("NewReplicaSetAvailable"));
+    }
+
+    #[test]
+    fn scale_down_counts_ready_pods_but_never_more_than_the_spec() {
+        let strat =
+            json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 1}});
+        let v1 = deploy(4, "v1", strat.clone());
+        let v2 = deploy(4, "v2", strat);
+        let old = plan(&v1, &[], &BTreeMap::new()).create.unwrap();
+        let new = with_state(plan(&v2, &[&old], &BTreeMap::new()).create.unwrap(), 0, 0);
+        // The old ReplicaSet was just lowered to 3 but its 4 pods are all still ready; its
+        // status even says 4. Only 3 count: nothing more may go.
+        let old = with_state(old, 3, 4);
+        let mut pods = BTreeMap::new();
+        pods.insert(
+            old.name_any(),
+            PodCounts {
+                active: 4,
+                ready: 4,
+            },
+        );
+        pods.insert(new.name_any(), PodCounts::default());
+        let p = plan(&v2, &[&old, &new], &pods);
+        assert!(
+            !p.scale.iter().any(|(n, r)| n == &old.name_any() && *r < 3),
+            "{:?}",
+            p.scale
+        );
+        // A status that lags (4 available) while the pods say 2 are ready: the pods win.
+        pods.insert(
+            old.name_any(),
+            PodCounts {
+                active: 3,
+                ready: 2,
+            },
+        );
+        let p = plan(&v2, &[&old, &new], &pods);
+        assert_eq!(
+            p.status.available_replicas,
+            Some(4),
+            "status sums the ReplicaSets' status"
+        );
+        assert!(
+            p.scale.contains(&(old.name_any(), 2)),
+            "only the unready pod may go: {:?}",
+            p.scale
+        );
     }
 }

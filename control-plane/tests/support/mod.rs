@@ -39,7 +39,7 @@ pub struct Api {
     pub kubeconfig: PathBuf,
     pub url: String,
     pub token: Option<String>,
-    pub server: Option<Daemon>,
+    pub server: std::sync::Mutex<Option<Daemon>>,
     extra_args: Vec<String>,
 }
 
@@ -73,19 +73,25 @@ impl Api {
             ),
         )
         .unwrap();
-        let mut api = Api {
+        let api = Api {
             bed,
             kubeconfig,
             url,
             token: token.map(str::to_owned),
-            server: None,
+            server: std::sync::Mutex::new(None),
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
         };
         api.start_server();
         api
     }
 
-    pub fn start_server(&mut self) {
+    pub fn start_server(&self) {
+        let d = self.spawn_server(PORT);
+        *self.server.lock().unwrap() = Some(d);
+    }
+
+    /// Starts one more server on `port` (same etcd) and waits until it answers.
+    pub fn spawn_server(&self, port: u16) -> Daemon {
         let node = self.bed.node(1);
         let mut cmd = node.command(server_binary()).unwrap();
         cmd.args(["--etcd-servers", &self.bed.etcd().members[0].client_url()])
@@ -93,15 +99,15 @@ impl Api {
                 "--bind-address",
                 &node.addr.to_string(),
                 "--port",
-                &PORT.to_string(),
+                &port.to_string(),
             ])
             .args(&self.extra_args)
             .env("RUST_LOG", "info,skein_control_plane=debug");
-        let log = node.dirs.log_dir.join("apiserver.log");
+        let log = node.dirs.log_dir.join(format!("apiserver-{port}.log"));
         let mut d = node.spawn("skein-apiserver", cmd, &log).unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok((code, _)) = self.http("GET", "/readyz", None)
+            if let Ok((code, _)) = self.http_to(port, "GET", "/readyz", None, None)
                 && (code == 200 || code == 401)
             {
                 break;
@@ -118,17 +124,19 @@ impl Api {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
-        self.server = Some(d);
+        d
     }
 
-    pub fn stop_server(&mut self) {
-        if let Some(mut d) = self.server.take() {
+    pub fn stop_server(&self) {
+        if let Some(mut d) = self.server.lock().unwrap().take() {
             d.stop();
         }
     }
 
     pub fn log_tail(&self) -> String {
         self.server
+            .lock()
+            .unwrap()
             .as_ref()
             .map(|d| d.log_tail(40))
             .unwrap_or_default()
@@ -151,8 +159,19 @@ impl Api {
         body: Option<(&str, &str)>,
         token: Option<&str>,
     ) -> std::io::Result<(u16, String)> {
+        self.http_to(PORT, method, path, body, token)
+    }
+
+    pub fn http_to(
+        &self,
+        port: u16,
+        method: &str,
+        path: &str,
+        body: Option<(&str, &str)>,
+        token: Option<&str>,
+    ) -> std::io::Result<(u16, String)> {
         let node = self.bed.node(1);
-        let addr = SocketAddr::from((node.addr, PORT));
+        let addr = SocketAddr::from((node.addr, port));
         let mut s = node
             .connect_tcp(addr, Duration::from_secs(3))
             .map_err(std::io::Error::other)?;
@@ -171,6 +190,27 @@ impl Api {
             req.push_str("\r\n");
         }
         s.write_all(req.as_bytes())?;
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw)?;
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let code = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        Ok((code, body.to_owned()))
+    }
+
+    /// Sends raw request bytes from inside node1 and reads the reply.
+    pub fn http_raw(&self, request: &str) -> std::io::Result<(u16, String)> {
+        let node = self.bed.node(1);
+        let addr = SocketAddr::from((node.addr, PORT));
+        let mut s = node
+            .connect_tcp(addr, Duration::from_secs(3))
+            .map_err(std::io::Error::other)?;
+        s.set_read_timeout(Some(Duration::from_secs(20)))?;
+        s.write_all(request.as_bytes())?;
         let mut raw = Vec::new();
         s.read_to_end(&mut raw)?;
         let text = String::from_utf8_lossy(&raw).into_owned();

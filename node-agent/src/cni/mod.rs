@@ -197,6 +197,11 @@ impl Cni {
         Ok(removed)
     }
 
+    /// The network list an attachment was made with, from its cache entry.
+    pub fn cached_network(&self, net: &str, id: &str, ifname: &str) -> Option<NetworkList> {
+        cache::read(&self.cache_dir, net, id, ifname)?.network
+    }
+
     /// The cache dir's results folder (for operators and tests).
     pub fn results_dir(&self) -> PathBuf {
         self.cache_dir.join("results")

@@ -186,6 +186,7 @@ fn apply(a: ApplyArgs) -> Result<()> {
         serde_json::json!({
             "attached": s.install.attached,
             "kept": s.install.kept,
+            "replaced": s.install.replaced,
             "writes": s.writes,
             "services": s.services,
             "backends": s.backends,

@@ -17,7 +17,14 @@ struct State {
     rv: u64,
     objects: BTreeMap<(Kind, String), Value>,
     watchers: Vec<(Kind, Sender<String>)>,
+    /// Every event, so a watch from resourceVersion N first gets what came after N.
+    log: Vec<(u64, Kind, String)>,
+    /// Watches from before this resourceVersion get 410 Gone (history compacted).
+    compacted: u64,
 }
+
+const EXPIRE: &str = "\u{0}expire";
+const GONE: &str = r#"{"type":"ERROR","object":{"kind":"Status","apiVersion":"v1","status":"Failure","message":"too old resource version","reason":"Expired","code":410}}"#;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Kind {
@@ -97,7 +104,12 @@ impl FakeApi {
                 .split('&')
                 .any(|kv| kv == "watch=true" || kv == "watch=1")
             {
-                self.watch(kind, w);
+                let since = query
+                    .split('&')
+                    .find_map(|kv| kv.strip_prefix("resourceVersion="))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                self.watch(kind, since, w);
                 return;
             }
             let st = self.state.lock().unwrap();
@@ -120,9 +132,22 @@ impl FakeApi {
         }
     }
 
-    fn watch(&self, kind: Kind, mut w: TcpStream) {
+    fn watch(&self, kind: Kind, since: u64, mut w: TcpStream) {
         let (tx, rx): (Sender<String>, Receiver<String>) = channel();
-        self.state.lock().unwrap().watchers.push((kind, tx));
+        {
+            // Replay and subscribe under one lock: no event is lost or sent twice.
+            let mut st = self.state.lock().unwrap();
+            if since < st.compacted {
+                let _ = tx.send(EXPIRE.to_owned());
+            } else {
+                for (rv, k, ev) in &st.log {
+                    if *rv > since && *k == kind {
+                        let _ = tx.send(ev.clone());
+                    }
+                }
+                st.watchers.push((kind, tx));
+            }
+        }
         if write!(
             w,
             "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n"
@@ -132,16 +157,23 @@ impl FakeApi {
             return;
         }
         for ev in rx {
+            let expire = ev == EXPIRE;
+            let ev = if expire { GONE.to_owned() } else { ev };
             let line = format!("{ev}\n");
             if write!(w, "{:x}\r\n{line}\r\n", line.len()).is_err() || w.flush().is_err() {
+                return;
+            }
+            if expire {
+                let _ = write!(w, "0\r\n\r\n");
                 return;
             }
         }
     }
 
-    fn publish(&self, kind: Kind, typ: &str, obj: &Value) {
+    fn publish(st: &mut State, kind: Kind, typ: &str, obj: &Value) {
         let ev = json!({"type": typ, "object": obj}).to_string();
-        let mut st = self.state.lock().unwrap();
+        let rv = st.rv;
+        st.log.push((rv, kind, ev.clone()));
         st.watchers
             .retain(|(k, tx)| *k != kind || tx.send(ev.clone()).is_ok());
     }
@@ -152,33 +184,43 @@ impl FakeApi {
             obj["metadata"]["namespace"].as_str().unwrap_or("default"),
             obj["metadata"]["name"].as_str().unwrap()
         );
-        let typ = {
-            let mut st = self.state.lock().unwrap();
-            st.rv += 1;
-            obj["metadata"]["resourceVersion"] = json!(st.rv.to_string());
-            match st.objects.insert((kind, name), obj.clone()) {
-                Some(_) => "MODIFIED",
-                None => "ADDED",
-            }
+        let mut st = self.state.lock().unwrap();
+        st.rv += 1;
+        obj["metadata"]["resourceVersion"] = json!(st.rv.to_string());
+        let typ = match st.objects.insert((kind, name), obj.clone()) {
+            Some(_) => "MODIFIED",
+            None => "ADDED",
         };
-        self.publish(kind, typ, &obj);
+        Self::publish(&mut st, kind, typ, &obj);
     }
 
     fn delete(&self, kind: Kind, namespace: &str, name: &str) {
-        let obj = {
-            let mut st = self.state.lock().unwrap();
-            st.rv += 1;
-            let rv = st.rv;
-            st.objects
-                .remove(&(kind, format!("{namespace}/{name}")))
-                .map(|mut o| {
-                    o["metadata"]["resourceVersion"] = json!(rv.to_string());
-                    o
-                })
-        };
-        if let Some(o) = obj {
-            self.publish(kind, "DELETED", &o);
+        let mut st = self.state.lock().unwrap();
+        st.rv += 1;
+        let rv = st.rv;
+        if let Some(mut o) = st.objects.remove(&(kind, format!("{namespace}/{name}"))) {
+            o["metadata"]["resourceVersion"] = json!(rv.to_string());
+            Self::publish(&mut st, kind, "DELETED", &o);
         }
+    }
+
+    /// Compacts the history: every open watch gets 410 Gone and ends, so watchers must
+    /// list again (what a real API server does after etcd compaction).
+    pub fn expire_watches(&self) {
+        let mut st = self.state.lock().unwrap();
+        st.compacted = st.rv;
+        st.log.clear();
+        for (_, tx) in st.watchers.drain(..) {
+            let _ = tx.send(EXPIRE.to_owned());
+        }
+    }
+
+    /// Removes a Service without telling any watcher (an event the client missed).
+    pub fn delete_service_unseen(&self, namespace: &str, name: &str) {
+        let mut st = self.state.lock().unwrap();
+        st.rv += 1;
+        st.objects
+            .remove(&(Kind::Service, format!("{namespace}/{name}")));
     }
 
     /// Creates or replaces a Service (a core/v1 Service JSON object).

@@ -1,0 +1,261 @@
+//! Pods run: `kubectl apply` of a Deployment on a 3-node local cluster ends with pods
+//! running on the nodes, each with an IP from its node's flannel subnet, reachable from
+//! every other pod.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::time::Duration;
+
+use skein_e2e::cluster::{Cluster, wait_for};
+
+const DEPLOYMENT: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: 6
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+      - name: web
+        image: python:3
+        command: ["python3", "-m", "http.server", "8080"]
+        ports:
+        - {name: http, containerPort: 8080}
+        readinessProbe:
+          tcpSocket: {port: 8080}
+          periodSeconds: 1
+"#;
+
+/// (pod name, node, pod IP, ready) of the pods labelled app=web that are not being deleted.
+fn web_pods(c: &Cluster) -> Vec<(String, String, Ipv4Addr, bool)> {
+    let list = c.get_json(&["pods", "-l", "app=web"]);
+    list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .filter_map(|p| {
+            let ip = p["status"]["podIP"].as_str()?.parse().ok()?;
+            let ready = p["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True");
+            Some((
+                p["metadata"]["name"].as_str()?.to_owned(),
+                p["spec"]["nodeName"].as_str()?.to_owned(),
+                ip,
+                ready,
+            ))
+        })
+        .collect()
+}
+
+fn wait_ready(c: &Cluster, n: usize) -> Vec<(String, String, Ipv4Addr, bool)> {
+    wait_for(
+        &format!("{n} ready web pods"),
+        Duration::from_secs(120),
+        || {
+            let pods = web_pods(c);
+            let ready = pods.iter().filter(|p| p.3).count();
+            if ready == n && pods.len() == n {
+                Ok(pods)
+            } else {
+                Err(format!("{pods:?}\n{}", c.logs()))
+            }
+        },
+    )
+}
+
+fn http_from(c: &Cluster, node: usize, ip: Ipv4Addr) -> Result<u16, String> {
+    // The client runs in the node's namespace, whose pod traffic crosses the overlay like
+    // a pod's own (the node routes the pod network over flannel.1).
+    c.bed
+        .node(node)
+        .in_netns(move || -> std::io::Result<u16> {
+            let mut s =
+                TcpStream::connect_timeout(&SocketAddr::from((ip, 8080)), Duration::from_secs(3))?;
+            s.set_read_timeout(Some(Duration::from_secs(5)))?;
+            write!(s, "GET / HTTP/1.0\r\n\r\n")?;
+            let mut text = String::new();
+            s.read_to_string(&mut text)?;
+            Ok(text
+                .split_whitespace()
+                .nth(1)
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(0))
+        })
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("GET http://{ip}:8080/ from node{node}: {e}"))
+}
+
+#[test]
+fn deployment_pods_run_spread_and_reach_each_other() {
+    let c = Cluster::start(3);
+    c.apply(DEPLOYMENT);
+    let pods = wait_ready(&c, 6);
+
+    // Spread over all three nodes, each IP inside its node's podCIDR.
+    let nodes = c.get_json(&["nodes"]);
+    let cidrs: BTreeMap<String, String> = nodes["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            (
+                n["metadata"]["name"].as_str().unwrap().to_owned(),
+                n["spec"]["podCIDR"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    let used: BTreeSet<&str> = pods.iter().map(|p| p.1.as_str()).collect();
+    assert_eq!(used.len(), 3, "pods not spread over the 3 nodes: {pods:?}");
+    for (name, node, ip, _) in &pods {
+        let cidr = &cidrs[node];
+        let (net, len) = cidr
+            .split_once('/')
+            .unwrap_or_else(|| panic!("node {node} has no podCIDR: {cidrs:?}"));
+        let net: Ipv4Addr = net.parse().unwrap();
+        let mask = u32::MAX << (32 - len.parse::<u32>().unwrap());
+        assert_eq!(
+            u32::from(*ip) & mask,
+            u32::from(net),
+            "pod {name} on {node} has {ip}, outside {cidr}"
+        );
+    }
+
+    // Every pod answers HTTP from every node (across the overlay).
+    for node in 1..=3 {
+        for (name, _, ip, _) in &pods {
+            let code =
+                http_from(&c, node, *ip).unwrap_or_else(|e| panic!("{name}: {e}\n{}", c.logs()));
+            assert_eq!(code, 200, "{name} at {ip} from node{node}");
+        }
+    }
+
+    // kubectl prints them with their node and IP.
+    let wide = c.kubectl_ok(&["get", "pods", "-o", "wide"]);
+    for (name, node, ip, _) in &pods {
+        let line = wide
+            .lines()
+            .find(|l| l.starts_with(name.as_str()))
+            .unwrap_or_else(|| panic!("{name} missing:\n{wide}"));
+        assert!(
+            line.contains(&ip.to_string()) && line.contains(node.as_str()),
+            "{line}"
+        );
+    }
+
+    // Scale 6 → 2 → 8.
+    c.kubectl_ok(&["scale", "deployment/web", "--replicas=2"]);
+    wait_ready(&c, 2);
+    c.kubectl_ok(&["scale", "deployment/web", "--replicas=8"]);
+    let pods = wait_ready(&c, 8);
+
+    // Each pod's address is allocated on disk in host-local's layout on its node.
+    for (name, node, ip, _) in &pods {
+        let n = c.bed.nodes.iter().find(|n| &n.name == node).unwrap();
+        let file = n.dirs.ipam_data_dir.join("skein").join(ip.to_string());
+        assert!(file.is_file(), "{name}: no IPAM file {}", file.display());
+    }
+
+    // kubectl logs reaches a container's output through the API server.
+    let logs = wait_for(
+        "kubectl logs shows the server's access log",
+        Duration::from_secs(20),
+        || {
+            let _ = http_from(&c, 1, pods[0].2);
+            let out = c.kubectl(&["logs", &pods[0].0]);
+            let text = String::from_utf8_lossy(&out.stdout).to_string();
+            if text.contains("GET / HTTP") {
+                Ok(text)
+            } else {
+                Err(format!("{text}{}", String::from_utf8_lossy(&out.stderr)))
+            }
+        },
+    );
+    assert!(logs.contains("GET / HTTP"));
+
+    // Deleting the Deployment removes every pod and every IPAM file.
+    c.kubectl_ok(&["delete", "deployment", "web"]);
+    wait_for("all web pods gone", Duration::from_secs(90), || {
+        let list = c.get_json(&["pods", "-l", "app=web"]);
+        let n = list["items"].as_array().map(Vec::len).unwrap_or(0);
+        if n == 0 {
+            Ok(())
+        } else {
+            Err(format!("{n} pods left"))
+        }
+    });
+    for n in &c.bed.nodes {
+        wait_for(
+            &format!("no IPAM file on {}", n.name),
+            Duration::from_secs(20),
+            || {
+                let dir = n.dirs.ipam_data_dir.join("skein");
+                let left: Vec<String> = std::fs::read_dir(&dir)
+                    .map(|d| {
+                        d.flatten()
+                            .map(|e| e.file_name().to_string_lossy().into_owned())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let ips: Vec<&String> = left
+                    .iter()
+                    .filter(|f| f.parse::<Ipv4Addr>().is_ok())
+                    .collect();
+                if ips.is_empty() {
+                    Ok(())
+                } else {
+                    Err(format!("{ips:?}"))
+                }
+            },
+        );
+    }
+}
+
+#[test]
+fn unschedulable_pod_reports_why() {
+    let c = Cluster::start(2);
+    c.apply(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: picky}
+spec:
+  nodeSelector: {disk: ssd}
+  containers:
+  - {name: c, image: busybox, command: ["sleep", "1000"]}
+"#,
+    );
+    let msg = wait_for(
+        "PodScheduled=False on the picky pod",
+        Duration::from_secs(30),
+        || {
+            let p = c.get_json(&["pod", "picky"]);
+            let cond = p["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|c| c["type"] == "PodScheduled")
+                .cloned();
+            match cond {
+                Some(c) if c["status"] == "False" => {
+                    Ok(c["message"].as_str().unwrap_or("").to_owned())
+                }
+                other => Err(format!("{other:?}")),
+            }
+        },
+    );
+    assert!(
+        msg.contains("0/2 nodes are available") && msg.contains("node affinity/selector"),
+        "{msg}"
+    );
+}
