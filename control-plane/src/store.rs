@@ -24,6 +24,9 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// Keys per etcd range request when listing.
+const PAGE: i64 = 500;
+
 /// One stored object with its key and revision.
 #[derive(Debug, Clone)]
 pub struct Stored {
@@ -121,7 +124,8 @@ impl Store {
     }
 
     /// Reads up to `limit` objects (0: all) under `prefix`, starting at `start` (a key),
-    /// at revision `rev` (0: current).
+    /// at revision `rev` (0: current). Large reads are fetched in pages at one revision,
+    /// so no single etcd response outgrows the gRPC message limit.
     pub async fn list(
         &self,
         prefix: &str,
@@ -130,25 +134,41 @@ impl Store {
         limit: i64,
     ) -> ApiResult<Page> {
         let end = prefix_end(prefix);
-        let from = start.unwrap_or(prefix).to_owned();
-        let mut opts = GetOptions::new().with_range(end);
-        if rev > 0 {
-            opts = opts.with_revision(rev);
+        let mut from = start.unwrap_or(prefix).as_bytes().to_vec();
+        let mut rev = rev;
+        let mut items = Vec::new();
+        loop {
+            let want = if limit > 0 {
+                (limit - items.len() as i64).min(PAGE)
+            } else {
+                PAGE
+            };
+            let mut opts = GetOptions::new().with_range(end.clone()).with_limit(want);
+            if rev > 0 {
+                opts = opts.with_revision(rev);
+            }
+            let resp = self
+                .client
+                .kv_client()
+                .get(from.clone(), Some(opts))
+                .await?;
+            if rev == 0 {
+                rev = resp.header().map_or(0, |h| h.revision());
+            }
+            for kv in resp.kvs() {
+                let key = String::from_utf8_lossy(kv.key()).into_owned();
+                items.push(decode(&key, kv.value(), kv.mod_revision())?);
+            }
+            let more = resp.more();
+            let done = limit > 0 && items.len() as i64 >= limit;
+            match resp.kvs().last() {
+                Some(last) if more && !done => {
+                    from = last.key().to_vec();
+                    from.push(0);
+                }
+                _ => return Ok(Page { items, rev, more }),
+            }
         }
-        if limit > 0 {
-            opts = opts.with_limit(limit);
-        }
-        let resp = self.client.kv_client().get(from, Some(opts)).await?;
-        let mut items = Vec::with_capacity(resp.kvs().len());
-        for kv in resp.kvs() {
-            let key = String::from_utf8_lossy(kv.key()).into_owned();
-            items.push(decode(&key, kv.value(), kv.mod_revision())?);
-        }
-        Ok(Page {
-            items,
-            rev: resp.header().map_or(0, |h| h.revision()),
-            more: resp.more(),
-        })
     }
 
     /// Runs a transaction: `ops` if every compare holds.
