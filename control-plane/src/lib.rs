@@ -21,6 +21,7 @@ pub mod list;
 pub mod logs;
 pub mod objects;
 pub mod patch;
+pub mod protobuf;
 pub mod registry;
 pub mod request;
 pub mod selectors;
