@@ -13,9 +13,10 @@ deps:
 build:
 	$(CARGO) build --workspace --bins
 
-## demo: build, bring up the local cluster, prove every path, tear down
+## demo: build, bring up a 3-node local cluster, apply examples/, prove every path
+## with real requests; the cluster stays up until `make down`
 demo: deps build
-	./target/debug/skeinctl demo --nodes 3
+	./scripts/demo.sh
 
 ## test: the whole suite (unit, privileged integration, end-to-end); needs root
 test: deps build

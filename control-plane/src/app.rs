@@ -38,6 +38,9 @@ pub struct Config {
     pub service_node_port_range: (u16, u16),
     /// Longest a watch may last, in seconds (a client's timeoutSeconds is capped here).
     pub max_watch_seconds: u64,
+    /// Seconds between etcd compactions (0: never); each compacts to the revision seen
+    /// at the previous one, as kube-apiserver does.
+    pub etcd_compaction_interval: u64,
 }
 
 /// Shared state of the running server.

@@ -28,7 +28,11 @@ pub mod list;
 pub mod logs;
 pub mod objects;
 pub mod patch;
+<<<<<<< HEAD
 pub mod quantity;
+=======
+pub mod protobuf;
+>>>>>>> api
 pub mod registry;
 pub mod request;
 pub mod scheduler;
@@ -99,6 +103,9 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     if let Some(e) = last {
         return Err(StartError::Etcd(format!("bootstrap: {e}")));
     }
+    if app.config.etcd_compaction_interval > 0 {
+        tokio::spawn(compactor(app.clone()));
+    }
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| StartError::Listen { addr, source })?;
@@ -106,4 +113,23 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     server::serve_on(app, listener)
         .await
         .map_err(|source| StartError::Listen { addr, source })
+}
+
+/// Compacts etcd every interval to the revision seen at the previous tick, so history
+/// stays bounded while watchers have one interval to catch up.
+async fn compactor(app: Arc<App>) {
+    let every = std::time::Duration::from_secs(app.config.etcd_compaction_interval);
+    let mut previous = 0;
+    loop {
+        tokio::time::sleep(every).await;
+        if previous > 0 {
+            match app.store.compact(previous).await {
+                Ok(()) => tracing::info!(revision = previous, "compacted etcd"),
+                Err(e) => tracing::debug!(error = %e, "compaction skipped"),
+            }
+        }
+        if let Ok(rev) = app.store.revision().await {
+            previous = rev;
+        }
+    }
 }

@@ -163,9 +163,8 @@ pub fn decode_body(body: &[u8], media: &str) -> ApiResult<Value> {
         serde_json::from_slice(body)
             .map_err(|e| ApiError::BadRequest(format!("error decoding JSON: {e}")))?
     } else if media.contains("protobuf") {
-        return Err(ApiError::UnsupportedMediaType(
-            "the body is protobuf; this server accepts JSON and YAML".into(),
-        ));
+        crate::protobuf::decode(body)
+            .map_err(|e| ApiError::UnsupportedMediaType(format!("the body is protobuf: {e}")))?
     } else {
         return Err(ApiError::UnsupportedMediaType(format!(
             "the body content type must be JSON or YAML, not {media:?}"

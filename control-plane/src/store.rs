@@ -240,6 +240,12 @@ impl Store {
         self.txn(cmps, ops).await
     }
 
+    /// Compacts etcd history up to `rev`.
+    pub async fn compact(&self, rev: i64) -> ApiResult<()> {
+        self.client.kv_client().compact(rev, None).await?;
+        Ok(())
+    }
+
     /// Keys (only) under a prefix.
     pub async fn keys(&self, prefix: &str) -> ApiResult<Vec<(String, String)>> {
         let resp = self

@@ -268,8 +268,15 @@ impl Hub {
                     };
                     if resp.canceled() {
                         if resp.compact_revision() > 0 {
+                            if first {
+                                // The replay window started before etcd's compaction.
+                                tracing::debug!(resource = self.name, compacted = resp.compact_revision(), "replay starts after the compaction");
+                            } else {
+                                tracing::warn!(resource = self.name, compacted = resp.compact_revision(), "watch history compacted; watchers relist");
+                            }
                             self.reset(resp.compact_revision());
                             *next = Some(resp.compact_revision() + 1);
+                            return Ok(());
                         }
                         return Err(etcd_client::Error::WatchError(format!("watch canceled: {}", resp.cancel_reason())));
                     }

@@ -184,6 +184,18 @@ fn label_and_field_selectors_and_wide_pod_columns() {
         a.contains("node1") && a.contains("0/1") && a.contains("Pending"),
         "{a}"
     );
+    // Nodes print INTERNAL-IP with -o wide.
+    api.kubectl_in(&["apply", "-f", "-"], "apiVersion: v1\nkind: Node\nmetadata:\n  name: node1\nstatus:\n  addresses:\n  - {type: InternalIP, address: 198.51.100.11}\n  conditions:\n  - {type: Ready, status: \"True\"}\n");
+    let nodes = api.kubectl(&["get", "nodes", "-o", "wide"]);
+    assert!(
+        nodes.lines().next().unwrap().contains("INTERNAL-IP"),
+        "{nodes}"
+    );
+    let n1 = nodes.lines().find(|l| l.starts_with("node1")).unwrap();
+    assert!(
+        n1.contains("198.51.100.11") && n1.contains("Ready"),
+        "{nodes}"
+    );
     // Paging: limit/continue through kubectl's chunking.
     let all = api.kubectl(&["get", "pods", "--chunk-size=1", "-o", "name"]);
     assert_eq!(all.lines().count(), 3, "{all}");

@@ -255,3 +255,40 @@ fn hundred_concurrent_service_creates_get_distinct_addresses_and_ports() {
     let keys: Vec<&str> = keys.lines().filter(|l| !l.is_empty()).collect();
     assert_eq!(keys, ["/registry/ranges/serviceips/10.96.0.1"], "{keys:?}");
 }
+
+#[test]
+fn the_server_compacts_etcd_history_on_its_interval() {
+    let api = Api::start_with(&["--etcd-compaction-interval", "1"], None);
+    let body = r#"{"metadata":{"name":"old"}}"#;
+    let (code, resp) = api
+        .http("POST", CMS, Some(("application/json", body)))
+        .unwrap();
+    assert_eq!(code, 201, "{resp}");
+    let rv = status(&resp)["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let exact = format!("{CMS}?resourceVersion={rv}&resourceVersionMatch=Exact");
+    assert_eq!(api.http("GET", &exact, None).unwrap().0, 200);
+    let (code, _) = api
+        .http(
+            "POST",
+            CMS,
+            Some(("application/json", r#"{"metadata":{"name":"new"}}"#)),
+        )
+        .unwrap();
+    assert_eq!(code, 201);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let (code, resp) = api.http("GET", &exact, None).unwrap();
+        if code == 410 {
+            assert_eq!(status(&resp)["reason"], "Expired");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "history at {rv} was never compacted: {code} {resp}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+}

@@ -33,10 +33,32 @@ fn discovery_create_get_and_delete_with_kubectl() {
     let svc = api.get_json(&["service", "kubernetes"]);
     assert_eq!(svc["spec"]["clusterIP"], "10.96.0.1");
 
-    // kubectl's generator subcommands (`create configmap ...`) send protobuf, which this
-    // server refuses with a clear 415; manifests go as JSON.
-    let err = api.kubectl_fails(&["create", "configmap", "gen", "--from-literal=a=b"], None);
-    assert!(err.contains("protobuf"), "{err}");
+    // kubectl's generator subcommands send protobuf: decoded for namespaces, configmaps
+    // and secrets; other kinds get a 415 that says to send JSON or YAML.
+    api.kubectl(&["create", "namespace", "made-by-kubectl"]);
+    api.kubectl(&[
+        "create",
+        "configmap",
+        "gen",
+        "-n",
+        "made-by-kubectl",
+        "--from-literal=a=b",
+    ]);
+    let generated = api.get_json(&["configmap", "gen", "-n", "made-by-kubectl"]);
+    assert_eq!(generated["data"]["a"], "b");
+    api.kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        "pw",
+        "--from-literal=password=hunter2",
+    ]);
+    assert_eq!(
+        api.get_json(&["secret", "pw"])["data"]["password"],
+        "aHVudGVyMg=="
+    );
+    let err = api.kubectl_fails(&["create", "deployment", "d", "--image=nginx"], None);
+    assert!(err.contains("send JSON or YAML"), "{err}");
     api.kubectl_in(&["create", "-f", "-"], CM);
     let cm = api.get_json(&["configmap", "settings"]);
     assert_eq!(cm["data"]["color"], "blue");

@@ -27,7 +27,8 @@ pub fn run(
     listen: SocketAddr,
     port_file: &Path,
 ) -> anyhow::Result<()> {
-    let _lock = skein_testbed::shared_lock().context("take the test-bed lock")?;
+    // `skeinctl up` holds the lock while it waits for the relay: join it, do not queue.
+    let _lock = skein_testbed::join_shared_lock().context("take the test-bed lock")?;
     let ns =
         Arc::new(NetNs::open(netns).with_context(|| format!("open netns {}", netns.display()))?);
     let listener = TcpListener::bind(listen).with_context(|| format!("listen on {listen}"))?;

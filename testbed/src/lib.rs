@@ -25,7 +25,7 @@ pub mod snapshot;
 mod sweep;
 
 pub use etcd::{CLIENT_PORT as ETCD_CLIENT_PORT, Etcd, EtcdMember, http_get};
-pub use lock::{BedLock, exclusive_lock, shared_lock};
+pub use lock::{BedLock, exclusive_lock, join_shared_lock, shared_lock};
 pub use process::{Daemon, DetachedDaemon, run_checked};
 pub use sweep::{SweepReport, sweep, sweep_all};
 

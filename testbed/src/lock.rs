@@ -63,6 +63,17 @@ pub fn exclusive_lock() -> Result<BedLock> {
     })
 }
 
+/// Takes the bed lock shared for a process that a bed's holder started and waits for
+/// (a cluster's relay started by `skeinctl up`): it skips the turnstile, because an
+/// exclusive waiter queued there waits for the very holder that waits for this process.
+/// The lock is granted at once while the parent still holds it shared.
+pub fn join_shared_lock() -> Result<BedLock> {
+    Ok(BedLock {
+        _lock: Some(take(MAIN, FlockArg::LockShared)?),
+        exclusive: false,
+    })
+}
+
 /// Takes the bed lock shared, as every bed does while it exists (waits while a test
 /// holds it exclusively). A long-lived cluster's keeper process holds it for the
 /// cluster's lifetime.

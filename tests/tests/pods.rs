@@ -33,8 +33,8 @@ spec:
           periodSeconds: 1
 "#;
 
-/// (pod name, node, pod IP, ready) of the pods labelled app=web that are not being deleted.
-fn web_pods(c: &Cluster) -> Vec<(String, String, Ipv4Addr, bool)> {
+/// (pod name, node, pod IP, ready, uid) of the pods labelled app=web that are not being deleted.
+fn web_pods(c: &Cluster) -> Vec<(String, String, Ipv4Addr, bool, String)> {
     let list = c.get_json(&["pods", "-l", "app=web"]);
     list["items"]
         .as_array()
@@ -53,12 +53,13 @@ fn web_pods(c: &Cluster) -> Vec<(String, String, Ipv4Addr, bool)> {
                 p["spec"]["nodeName"].as_str()?.to_owned(),
                 ip,
                 ready,
+                p["metadata"]["uid"].as_str()?.to_owned(),
             ))
         })
         .collect()
 }
 
-fn wait_ready(c: &Cluster, n: usize) -> Vec<(String, String, Ipv4Addr, bool)> {
+fn wait_ready(c: &Cluster, n: usize) -> Vec<(String, String, Ipv4Addr, bool, String)> {
     wait_for(
         &format!("{n} ready web pods"),
         Duration::from_secs(120),
@@ -74,9 +75,34 @@ fn wait_ready(c: &Cluster, n: usize) -> Vec<(String, String, Ipv4Addr, bool)> {
     )
 }
 
+/// The network namespace skein-agent made for pod `uid` on `node`.
+fn pod_netns(c: &Cluster, node: &str, uid: &str) -> std::path::PathBuf {
+    let n = c.bed.nodes.iter().find(|n| n.name == node).expect("node");
+    n.dirs.root.join("agent/pods").join(uid).join("netns")
+}
+
+/// An HTTP GET from inside pod `uid`'s network namespace, as a container of it would.
+fn http_from_pod(c: &Cluster, node: &str, uid: &str, ip: Ipv4Addr) -> Result<u16, String> {
+    let ns = skein_netns::NetNs::open(pod_netns(c, node, uid)).map_err(|e| e.to_string())?;
+    ns.run(move || -> std::io::Result<u16> {
+        let mut s =
+            TcpStream::connect_timeout(&SocketAddr::from((ip, 8080)), Duration::from_secs(3))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        write!(s, "GET / HTTP/1.0\r\n\r\n")?;
+        let mut text = String::new();
+        s.read_to_string(&mut text)?;
+        Ok(text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0))
+    })
+    .map_err(|e| e.to_string())?
+    .map_err(|e| format!("GET http://{ip}:8080/ from pod {uid} on {node}: {e}"))
+}
+
 fn http_from(c: &Cluster, node: usize, ip: Ipv4Addr) -> Result<u16, String> {
-    // The client runs in the node's namespace, whose pod traffic crosses the overlay like
-    // a pod's own (the node routes the pod network over flannel.1).
+    // The client runs in the node's namespace.
     c.bed
         .node(node)
         .in_netns(move || -> std::io::Result<u16> {
@@ -117,7 +143,7 @@ fn deployment_pods_run_spread_and_reach_each_other() {
         .collect();
     let used: BTreeSet<&str> = pods.iter().map(|p| p.1.as_str()).collect();
     assert_eq!(used.len(), 3, "pods not spread over the 3 nodes: {pods:?}");
-    for (name, node, ip, _) in &pods {
+    for (name, node, ip, _, _) in &pods {
         let cidr = &cidrs[node];
         let (net, len) = cidr
             .split_once('/')
@@ -131,18 +157,18 @@ fn deployment_pods_run_spread_and_reach_each_other() {
         );
     }
 
-    // Every pod answers HTTP from every node (across the overlay).
-    for node in 1..=3 {
-        for (name, _, ip, _) in &pods {
-            let code =
-                http_from(&c, node, *ip).unwrap_or_else(|e| panic!("{name}: {e}\n{}", c.logs()));
-            assert_eq!(code, 200, "{name} at {ip} from node{node}");
+    // Every pod answers HTTP from every other pod, on its node and across the overlay.
+    for (from, from_node, _, _, uid) in &pods {
+        for (name, _, ip, _, _) in &pods {
+            let code = http_from_pod(&c, from_node, uid, *ip)
+                .unwrap_or_else(|e| panic!("{from} -> {name}: {e}\n{}", c.logs()));
+            assert_eq!(code, 200, "{from} -> {name} at {ip}");
         }
     }
 
     // kubectl prints them with their node and IP.
     let wide = c.kubectl_ok(&["get", "pods", "-o", "wide"]);
-    for (name, node, ip, _) in &pods {
+    for (name, node, ip, _, _) in &pods {
         let line = wide
             .lines()
             .find(|l| l.starts_with(name.as_str()))
@@ -160,7 +186,7 @@ fn deployment_pods_run_spread_and_reach_each_other() {
     let pods = wait_ready(&c, 8);
 
     // Each pod's address is allocated on disk in host-local's layout on its node.
-    for (name, node, ip, _) in &pods {
+    for (name, node, ip, _, _) in &pods {
         let n = c.bed.nodes.iter().find(|n| &n.name == node).unwrap();
         let file = n.dirs.ipam_data_dir.join("skein").join(ip.to_string());
         assert!(file.is_file(), "{name}: no IPAM file {}", file.display());

@@ -47,6 +47,9 @@ struct Args {
     /// Longest a watch lasts, in seconds (a client's timeoutSeconds is capped here).
     #[arg(long, default_value_t = 1800)]
     max_watch_seconds: u64,
+    /// Seconds between etcd compactions (0: never compact; leave it to etcd).
+    #[arg(long, default_value_t = 300)]
+    etcd_compaction_interval: u64,
     /// Log as JSON.
     #[arg(long)]
     log_json: bool,
@@ -109,6 +112,7 @@ async fn main() -> anyhow::Result<()> {
         service_cluster_ip_range: cidr,
         service_node_port_range: port_range(&args.service_node_port_range)?,
         max_watch_seconds: args.max_watch_seconds,
+        etcd_compaction_interval: args.etcd_compaction_interval,
     };
     skein_control_plane::run(config)
         .await
