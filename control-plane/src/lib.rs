@@ -28,11 +28,8 @@ pub mod list;
 pub mod logs;
 pub mod objects;
 pub mod patch;
-<<<<<<< HEAD
-pub mod quantity;
-=======
 pub mod protobuf;
->>>>>>> api
+pub mod quantity;
 pub mod registry;
 pub mod request;
 pub mod scheduler;
