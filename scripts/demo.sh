@@ -98,8 +98,10 @@ failed=0
 for r in "${results[@]}"; do echo "  $r"; case $r in FAIL*) failed=$((failed+1));; esac; done
 cat <<TXT
 
-Not shown yet: pods resolving names through 10.96.0.10 with their own resolv.conf
-(cluster DNS wiring is still to come, skein issue #8).
+Known gaps (skein issues #7 and #8): pods do not resolve names through 10.96.0.10 with
+their own resolv.conf yet (the demo asks skein-dns directly); a NodePort request that
+Maglev sends to a backend on another node fails in this cluster, because flanneld's
+masquerade rewrites the proxy's SNAT'd source before the reply can be translated back.
 
 The cluster keeps running. Look around:
   export KUBECONFIG=$KUBECONFIG
