@@ -142,7 +142,7 @@ mod tests {
         let r = classify(false, "\nerror: unexpected argument\n");
         assert_eq!(
             r.unwrap_err(),
-            "`--help` failed: error: unexpected argument"
+            "it fails to answer: error: unexpected argument"
         );
     }
 
