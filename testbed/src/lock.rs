@@ -3,16 +3,20 @@
 //!
 //! flock alone would starve the exclusive waiter while beds keep starting, so a second
 //! lock file works as a turnstile: the exclusive taker holds it while it waits, and every
-//! new bed passes through it (takes and drops it) before taking its shared lock.
+//! new bed passes through it (takes and drops it) before taking its shared lock. A
+//! process that already holds a shared lock (a test making a second bed) joins directly:
+//! queueing behind the exclusive waiter would wait for itself.
 
 use std::fs::File;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use nix::fcntl::{Flock, FlockArg};
 
 use crate::{Error, Result, STATE_ROOT, io_err};
 
 static EXCLUSIVE_HELD: AtomicBool = AtomicBool::new(false);
+/// Shared locks this process holds now.
+static SHARED_HELD: AtomicUsize = AtomicUsize::new(0);
 
 /// A held bed lock; released on drop.
 #[derive(Debug)]
@@ -21,10 +25,24 @@ pub struct BedLock {
     exclusive: bool,
 }
 
+impl BedLock {
+    fn shared(lock: Option<Flock<File>>) -> BedLock {
+        if lock.is_some() {
+            SHARED_HELD.fetch_add(1, Ordering::SeqCst);
+        }
+        BedLock {
+            _lock: lock,
+            exclusive: false,
+        }
+    }
+}
+
 impl Drop for BedLock {
     fn drop(&mut self) {
         if self.exclusive {
             EXCLUSIVE_HELD.store(false, Ordering::SeqCst);
+        } else if self._lock.is_some() {
+            SHARED_HELD.fetch_sub(1, Ordering::SeqCst);
         }
     }
 }
@@ -68,10 +86,7 @@ pub fn exclusive_lock() -> Result<BedLock> {
 /// exclusive waiter queued there waits for the very holder that waits for this process.
 /// The lock is granted at once while the parent still holds it shared.
 pub fn join_shared_lock() -> Result<BedLock> {
-    Ok(BedLock {
-        _lock: Some(take(MAIN, FlockArg::LockShared)?),
-        exclusive: false,
-    })
+    Ok(BedLock::shared(Some(take(MAIN, FlockArg::LockShared)?)))
 }
 
 /// Takes the bed lock shared, as every bed does while it exists (waits while a test
@@ -79,14 +94,10 @@ pub fn join_shared_lock() -> Result<BedLock> {
 /// cluster's lifetime.
 pub fn shared_lock() -> Result<BedLock> {
     if EXCLUSIVE_HELD.load(Ordering::SeqCst) {
-        return Ok(BedLock {
-            _lock: None,
-            exclusive: false,
-        });
+        return Ok(BedLock::shared(None));
     }
-    drop(take(TURNSTILE, FlockArg::LockExclusive)?);
-    Ok(BedLock {
-        _lock: Some(take(MAIN, FlockArg::LockShared)?),
-        exclusive: false,
-    })
+    if SHARED_HELD.load(Ordering::SeqCst) == 0 {
+        drop(take(TURNSTILE, FlockArg::LockExclusive)?);
+    }
+    Ok(BedLock::shared(Some(take(MAIN, FlockArg::LockShared)?)))
 }
