@@ -12,6 +12,9 @@ use nix::fcntl::{Flock, FlockArg};
 
 use crate::error::{CniError, CniResult, code};
 
+/// Prefix of a reservation being written (never an address, so host-local ignores it).
+const TMP_PREFIX: &str = ".reserving-";
+
 /// host-local's default data dir.
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/cni/networks";
 const LOCK_FILE: &str = "lock";
@@ -77,20 +80,31 @@ impl Store {
         set: usize,
     ) -> CniResult<bool> {
         let path = self.dir.join(ip.to_string());
-        let mut f = match OpenOptions::new()
+        // The file appears with its content or not at all: a plugin killed half-way must
+        // never leave an empty reservation that no DEL can match to its container. The
+        // content goes to a temporary file first, which is then linked into place (link
+        // fails if the address is taken, like create_new).
+        let tmp = self
+            .dir
+            .join(format!("{TMP_PREFIX}{ip}.{}", std::process::id()));
+        let content = format!("{}{LINE_BREAK}{ifname}", container_id.trim());
+        let written = OpenOptions::new()
             .write(true)
-            .create_new(true)
+            .create(true)
+            .truncate(true)
             .mode(0o644)
-            .open(&path)
-        {
-            Ok(f) => f,
+            .open(&tmp)
+            .and_then(|mut f| f.write_all(content.as_bytes()));
+        if let Err(e) = written {
+            let _ = fs::remove_file(&tmp);
+            return Err(io_err(format!("write {}", tmp.display()))(e));
+        }
+        let linked = fs::hard_link(&tmp, &path);
+        let _ = fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(false),
             Err(e) => return Err(io_err(format!("create {}", path.display()))(e)),
-        };
-        let content = format!("{}{LINE_BREAK}{ifname}", container_id.trim());
-        if let Err(e) = f.write_all(content.as_bytes()) {
-            let _ = fs::remove_file(&path);
-            return Err(io_err(format!("write {}", path.display()))(e));
         }
         let last = self.dir.join(format!("{LAST_RESERVED}{set}"));
         if let Err(e) = fs::write(&last, ip.to_string()) {
@@ -160,6 +174,15 @@ impl Store {
 
     /// Releases every address held by this container and interface; returns them.
     pub fn release_by_id(&self, container_id: &str, ifname: &str) -> CniResult<Vec<IpAddr>> {
+        // Temporary files of a writer killed mid-reserve (the caller holds the lock, so
+        // no live writer owns one).
+        if let Ok(dir) = fs::read_dir(&self.dir) {
+            for e in dir.flatten() {
+                if e.file_name().to_string_lossy().starts_with(TMP_PREFIX) {
+                    let _ = fs::remove_file(e.path());
+                }
+            }
+        }
         let ips = self.get_by_id(container_id, ifname)?;
         for ip in &ips {
             self.release(*ip)?;
