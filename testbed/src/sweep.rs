@@ -33,8 +33,10 @@ pub fn sweep(prefix: &str) -> SweepReport {
         .collect();
     let mounts_under_state = mounts_under(&state_dir);
 
-    // 1. Processes: everything in our namespaces (named ones and pod namespaces mounted
-    //    under the state dir) and in our cgroups.
+    // 1. Processes in our namespaces (named ones and pod namespaces mounted under the
+    //    state dir). Processes that live only in our cgroups (a cluster's relay, which
+    //    holds the bed lock for it) go after the namespaces, so that a test waiting for
+    //    the exclusive lock never sees a half-removed bed.
     let mut inodes = Vec::new();
     for path in named.iter().chain(mounts_under_state.iter()) {
         if let Ok(ns) = NetNs::open(path)
@@ -48,9 +50,6 @@ pub fn sweep(prefix: &str) -> SweepReport {
         .iter()
         .flat_map(|ino| skein_netns::pids_in(*ino))
         .collect();
-    if let Some(base) = &cgroup_base {
-        pids.extend(cgroup_pids(base));
-    }
     let me = std::process::id() as i32;
     pids.retain(|p| *p != me);
     pids.sort_unstable();
@@ -84,7 +83,14 @@ pub fn sweep(prefix: &str) -> SweepReport {
         let _ = std::fs::remove_dir(bpf_root); // only when empty: other beds may use it
     }
 
-    // 4. cgroups (must be empty of processes, which step 1 ensured).
+    // 4. What is left in our cgroups, then the cgroups themselves.
+    if let Some(base) = &cgroup_base {
+        let mut rest = cgroup_pids(base);
+        rest.retain(|p| *p != me);
+        rest.sort_unstable();
+        rest.dedup();
+        stop_pids(&rest, &mut report);
+    }
     if let Some(base) = cgroup_base.as_ref().filter(|b| b.exists()) {
         remove_cgroup_tree(base, &mut report);
         if let Some(parent) = base.parent() {
