@@ -100,8 +100,8 @@ cat <<TXT
 
 Known gaps (skein issues #7 and #8): pods do not resolve names through 10.96.0.10 with
 their own resolv.conf yet (the demo asks skein-dns directly); a NodePort request that
-Maglev sends to a backend on another node fails in this cluster, because flanneld's
-masquerade rewrites the proxy's SNAT'd source before the reply can be translated back.
+Maglev sends to a backend on another node still fails now and then (about one in four
+here), so a NodePort check may show FAIL.
 
 The cluster keeps running. Look around:
   export KUBECONFIG=$KUBECONFIG
