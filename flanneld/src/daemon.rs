@@ -328,7 +328,7 @@ impl Node {
         }
         // Rules first: the subnet file tells the CNI plugin that the node is ready.
         if self.opts.ip_masq {
-            masq::install(self.config.network, subnet, self.public_ip)?;
+            masq::install(self.config.network, subnet)?;
             tracing::info!(table = masq::TABLE, "masquerade rules installed");
         }
         SubnetFile {

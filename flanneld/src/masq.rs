@@ -6,13 +6,6 @@
 //! left alone; outside → other nodes' pods is masqueraded. The table is replaced as a
 //! whole (one `nft -f` transaction) and deleted on exit.
 //!
-//! One addition to flannel's rules: traffic from this node's own public address to the
-//! cluster network is left alone. skein-proxy SNATs a NodePort request whose backend is
-//! on another node to that address; masquerading it again (to `flannel.<VNI>`'s address)
-//! would send the reply back over the overlay, past the uplink where the proxy translates
-//! replies. Unmasqueraded, the reply comes back to the node's address over the underlay,
-//! which every node reaches anyway.
-//!
 //! The rules go to `nft` as a text script rather than through the `nftables` crate:
 //! that crate drives the same binary (with JSON), and the text here is exactly what an
 //! operator reads back with `nft list table ip skein-flannel`.
@@ -28,7 +21,7 @@ use crate::Error;
 pub const TABLE: &str = "skein-flannel";
 
 /// The `nft -f` script that (re)creates the table.
-pub fn ruleset(network: Ipv4Network, own: Ipv4Network, node_ip: std::net::Ipv4Addr) -> String {
+pub fn ruleset(network: Ipv4Network, own: Ipv4Network) -> String {
     format!(
         "table ip {TABLE} {{}}\n\
          delete table ip {TABLE}\n\
@@ -38,7 +31,6 @@ pub fn ruleset(network: Ipv4Network, own: Ipv4Network, node_ip: std::net::Ipv4Ad
          \t\tip saddr {network} ip daddr {network} return\n\
          \t\tip saddr {network} ip daddr != 224.0.0.0/4 masquerade fully-random\n\
          \t\tip saddr != {network} ip daddr {own} return\n\
-         \t\tip saddr {node_ip} ip daddr {network} return\n\
          \t\tip saddr != {network} ip daddr {network} masquerade fully-random\n\
          \t}}\n\
          }}\n"
@@ -71,12 +63,8 @@ fn nft(script: &str) -> Result<(), Error> {
 }
 
 /// Installs (or replaces) the rules.
-pub fn install(
-    network: Ipv4Network,
-    own: Ipv4Network,
-    node_ip: std::net::Ipv4Addr,
-) -> Result<(), Error> {
-    nft(&ruleset(network, own, node_ip))
+pub fn install(network: Ipv4Network, own: Ipv4Network) -> Result<(), Error> {
+    nft(&ruleset(network, own))
 }
 
 /// Removes the table (absent is fine).
@@ -89,11 +77,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ruleset_has_flannels_rules_in_order_and_spares_the_node_address() {
+    fn ruleset_has_flannels_four_rules_in_order() {
         let s = ruleset(
             "10.244.0.0/16".parse().unwrap(),
             "10.244.3.0/24".parse().unwrap(),
-            "198.51.100.13".parse().unwrap(),
         );
         let rules: Vec<&str> = s
             .lines()
@@ -106,7 +93,6 @@ mod tests {
                 "ip saddr 10.244.0.0/16 ip daddr 10.244.0.0/16 return",
                 "ip saddr 10.244.0.0/16 ip daddr != 224.0.0.0/4 masquerade fully-random",
                 "ip saddr != 10.244.0.0/16 ip daddr 10.244.3.0/24 return",
-                "ip saddr 198.51.100.13 ip daddr 10.244.0.0/16 return",
                 "ip saddr != 10.244.0.0/16 ip daddr 10.244.0.0/16 masquerade fully-random",
             ]
         );

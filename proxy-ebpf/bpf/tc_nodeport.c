@@ -7,7 +7,8 @@
  *               no backends -> drop
  *               Maglev pick (or affinity) -> DNAT to the backend; SNAT to the node address
  *               when the backend is on another node; record ct + revnat
- *           then route the rewritten packet (fib lookup + redirect)
+ *           then: SNAT'd -> route the rewritten packet (fib lookup + redirect);
+ *                 local backend -> up the node's stack (its conntrack sees the flow)
  * egress:   reply of a local backend (skein_revnat) -> source back to the frontend
  */
 #include "skein_common.h"
@@ -256,6 +257,13 @@ int skein_tc_ingress(struct __sk_buff *skb)
 	}
 	if (skein_rewrite(skb, &t, &to))
 		return TC_ACT_SHOT;
+	if (!ctv.nat_addr)
+		/* A local backend, client address kept: the packet goes up the node's own
+		 * stack, so its conntrack sees the flow from its first packet. Redirected past
+		 * it, the backend's replies would reach the node's netfilter as a flow it never
+		 * saw start, which flannel's masquerade rule (pod to outside) picks up and
+		 * rewrites, and the client resets the connection. */
+		return TC_ACT_OK;
 	return skein_route(skb, &to);
 }
 
