@@ -163,6 +163,24 @@ impl Cluster {
             )
             .unwrap();
             c.start_agent(i);
+            let node = c.bed.node(i);
+            let (name, addr, dirs) = (node.name.clone(), node.addr, node.dirs.clone());
+            let mut p = node.command(binary("skein-proxy")).unwrap();
+            p.args([
+                "--node-name",
+                &name,
+                "--api-server",
+                &url,
+                "--uplink",
+                "eth0",
+                "--node-ip",
+                &addr.to_string(),
+            ])
+            .arg("--pin-dir")
+            .arg(&dirs.bpf_pin_dir)
+            .arg("--cgroup-root")
+            .arg(dirs.cgroup.as_ref().unwrap());
+            c.spawn(&name, "skein-proxy", p, &dirs.log_dir);
         }
         let want = nodes;
         wait_for("every node Ready", Duration::from_secs(60), || {
