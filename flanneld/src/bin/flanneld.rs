@@ -84,8 +84,50 @@ struct Args {
     log_format: String,
 }
 
+/// Flags that take no value (Go's bool flags never consume the next argument).
+const BOOL_FLAGS: &[&str] = &["ip-masq", "help", "version", "h"];
+
+/// Accepts flannel's Go-style flags as well: `-iface eth0`, `-ip-masq`, `-etcd-prefix=/x`
+/// become `--iface eth0`, ... A value after a flag is left as it is (even one starting
+/// with `-`), and nothing after a bare `--` is touched, as with Go's flag package.
+fn go_style(args: impl IntoIterator<Item = std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let mut out = Vec::new();
+    let mut value_next = false;
+    let mut done = false;
+    for (i, a) in args.into_iter().enumerate() {
+        let text = a.to_string_lossy().into_owned();
+        if i == 0 || done || value_next {
+            value_next = false;
+            out.push(a);
+            continue;
+        }
+        if text == "--" {
+            done = true;
+            out.push(a);
+            continue;
+        }
+        let body = text
+            .strip_prefix("--")
+            .or_else(|| text.strip_prefix('-'))
+            .filter(|b| b.starts_with(|c: char| c.is_ascii_alphabetic()));
+        match body {
+            Some(b) => {
+                let name = b.split('=').next().unwrap_or(b);
+                value_next = !b.contains('=') && !BOOL_FLAGS.contains(&name);
+                if name.len() > 1 && !text.starts_with("--") {
+                    out.push(format!("-{text}").into());
+                } else {
+                    out.push(a);
+                }
+            }
+            None => out.push(a),
+        }
+    }
+    out
+}
+
 fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    let args = Args::parse_from(go_style(std::env::args_os()));
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     match args.log_format.as_str() {
@@ -167,4 +209,80 @@ fn main() -> anyhow::Result<()> {
         };
         daemon::run(opts, shutdown).await.context("flanneld")
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conv(args: &[&str]) -> Vec<String> {
+        go_style(args.iter().map(std::ffi::OsString::from))
+            .into_iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn go_style_single_dash_flags_are_accepted() {
+        assert_eq!(
+            conv(&[
+                "flanneld",
+                "-iface",
+                "eth0",
+                "-ip-masq",
+                "-etcd-prefix=/x",
+                "--public-ip",
+                "1.2.3.4"
+            ]),
+            [
+                "flanneld",
+                "--iface",
+                "eth0",
+                "--ip-masq",
+                "--etcd-prefix=/x",
+                "--public-ip",
+                "1.2.3.4"
+            ]
+        );
+        // A value that starts with '-' stays a value; `-h` and what follows `--` stay.
+        assert_eq!(
+            conv(&[
+                "flanneld",
+                "-etcd-password",
+                "-secret",
+                "-h",
+                "--",
+                "-iface"
+            ]),
+            [
+                "flanneld",
+                "--etcd-password",
+                "-secret",
+                "-h",
+                "--",
+                "-iface"
+            ]
+        );
+        let args = Args::try_parse_from(go_style(
+            [
+                "flanneld",
+                "-iface",
+                "eth1",
+                "-ip-masq",
+                "-subnet-lease-renew-margin=30",
+            ]
+            .map(std::ffi::OsString::from),
+        ))
+        .unwrap();
+        assert_eq!(args.iface, ["eth1"]);
+        assert!(args.ip_masq);
+        assert_eq!(args.subnet_lease_renew_margin, 30);
+        // Unknown flags are still refused, whichever style.
+        assert!(
+            Args::try_parse_from(go_style(
+                ["flanneld", "-kube-subnet-mgr"].map(std::ffi::OsString::from)
+            ))
+            .is_err()
+        );
+    }
 }
