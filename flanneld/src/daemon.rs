@@ -35,6 +35,9 @@ pub struct Options {
     pub prefix: String,
     /// Uplink names or addresses (`--iface`, the first that exists wins).
     pub iface: Vec<String>,
+    /// Patterns matched against interface addresses, then names (`--iface-regex`),
+    /// tried when no `--iface` is given or none of them exists.
+    pub iface_regex: Vec<regex::Regex>,
     /// Address to announce (`--public-ip`).
     pub public_ip: Option<Ipv4Addr>,
     /// Where the subnet file goes.
@@ -164,7 +167,7 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()> + 'static) ->
 }
 
 async fn find_uplink(kernel: &Kernel, opts: &Options) -> Result<Uplink, Error> {
-    if opts.iface.is_empty() {
+    if opts.iface.is_empty() && opts.iface_regex.is_empty() {
         return kernel.uplink(None, opts.public_ip).await;
     }
     let mut errors = Vec::new();
@@ -172,6 +175,28 @@ async fn find_uplink(kernel: &Kernel, opts: &Options) -> Result<Uplink, Error> {
         match kernel.uplink(Some(candidate), opts.public_ip).await {
             Ok(u) => return Ok(u),
             Err(e) => errors.push(e.to_string()),
+        }
+    }
+    // As flannel: each pattern against every interface address first, then the names.
+    let candidates = kernel.interfaces().await?;
+    for re in &opts.iface_regex {
+        let by_addr = candidates
+            .iter()
+            .flat_map(|(_, addrs)| addrs)
+            .find(|a| re.is_match(&a.to_string()))
+            .map(|a| a.to_string());
+        let by_name = || {
+            candidates
+                .iter()
+                .find(|(name, _)| re.is_match(name))
+                .map(|(name, _)| name.clone())
+        };
+        match by_addr.or_else(by_name) {
+            Some(spec) => return kernel.uplink(Some(&spec), opts.public_ip).await,
+            None => errors.push(format!(
+                "no interface address or name matches {:?} (--iface-regex)",
+                re.as_str()
+            )),
         }
     }
     Err(Error::Uplink(errors.join("; ")))

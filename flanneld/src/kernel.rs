@@ -169,6 +169,16 @@ impl Kernel {
         Ok(out)
     }
 
+    /// Every interface's name and IPv4 addresses, in index order.
+    pub async fn interfaces(&self) -> Result<Vec<(String, Vec<Ipv4Addr>)>, Error> {
+        let mut out = Vec::new();
+        for l in self.links().await? {
+            let addrs = self.ipv4_addrs(l.index).await?;
+            out.push((l.name.clone(), addrs.iter().map(|a| a.ip()).collect()));
+        }
+        Ok(out)
+    }
+
     /// Finds the uplink: `iface` is a name or an IPv4 address; without it, the
     /// interface of the default route. `public_ip` picks which address when the
     /// interface has several.

@@ -199,8 +199,13 @@ fn accept_from(server: &skein_testbed::Host, client: &skein_testbed::Host, port:
 fn bad_flags_exit_with_a_clear_error() {
     let bed = bed(1, false);
     put_config(&bed, VXLAN_CONFIG);
-    let cases: [(&[&str], &str); 3] = [
+    let cases: [(&[&str], &str); 5] = [
         (&["--iface", "nope0"], "no interface named \"nope0\""),
+        (
+            &["--iface-regex", "^nomatch$"],
+            "no interface address or name matches \"^nomatch$\" (--iface-regex)",
+        ),
+        (&["--iface-regex", "(eth"], "not a regular expression"),
         (
             &["--etcd-certfile", "/nonexistent.pem"],
             "--etcd-certfile and --etcd-keyfile must be given together",
@@ -220,4 +225,33 @@ fn bad_flags_exit_with_a_clear_error() {
         assert!(log.contains(want), "{args:?}: {log}");
     }
     assert!(!bed.node(1).dirs.subnet_file.exists());
+}
+
+#[test]
+fn iface_regex_matches_addresses_then_names_in_go_style_too() {
+    let bed = bed(1, false);
+    put_config(&bed, VXLAN_CONFIG);
+    // An address pattern (flannel tries addresses first), as an operator's unit file
+    // written for flannel would pass it.
+    let addr = bed.node(1).addr.to_string();
+    let pattern = format!("^{}$", addr.replace('.', "\\."));
+    let mut d = start_flanneld(&bed, 1, &["-iface-regex", &pattern, "-ip-masq=false"]);
+    wait_for("the subnet file", Duration::from_secs(20), || {
+        bed.node(1).dirs.subnet_file.exists().then_some(())
+    });
+    let log = d.log_tail(200);
+    let pick = log
+        .lines()
+        .find(|l| l.contains("using uplink"))
+        .unwrap_or_default();
+    assert!(pick.contains("eth0") && pick.contains(&addr), "{log}");
+    d.stop();
+    // A name pattern: nothing's address matches `^eth`, eth0's name does. (The log is
+    // appended to: count the "using uplink" lines.)
+    let d = start_flanneld(&bed, 1, &["--iface-regex", "^eth"]);
+    wait_for("flanneld on eth0 by name", Duration::from_secs(20), || {
+        let log = d.log_tail(400);
+        let picks: Vec<&str> = log.lines().filter(|l| l.contains("using uplink")).collect();
+        (picks.len() == 2 && picks[1].contains("eth0")).then_some(())
+    });
 }

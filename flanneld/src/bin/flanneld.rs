@@ -50,6 +50,10 @@ struct Args {
     /// the default route. Given more than once, the first that exists is used.
     #[arg(long, env = "FLANNELD_IFACE")]
     iface: Vec<String>,
+    /// Regular expression matched against interface addresses, then names, when no
+    /// `--iface` is given or none exists; given more than once, the first that matches.
+    #[arg(long, env = "FLANNELD_IFACE_REGEX", value_parser = parse_regex)]
+    iface_regex: Vec<regex::Regex>,
     /// Address announced to other nodes (default: the interface's address).
     #[arg(long, env = "FLANNELD_PUBLIC_IP")]
     public_ip: Option<Ipv4Addr>,
@@ -82,6 +86,10 @@ struct Args {
     /// Log format: text or json.
     #[arg(long, env = "FLANNELD_LOG_FORMAT", default_value = "text")]
     log_format: String,
+}
+
+fn parse_regex(s: &str) -> Result<regex::Regex, String> {
+    regex::Regex::new(s).map_err(|e| format!("not a regular expression: {e}"))
 }
 
 /// Flags that take no value (Go's bool flags never consume the next argument).
@@ -178,6 +186,7 @@ fn main() -> anyhow::Result<()> {
         },
         prefix: args.etcd_prefix,
         iface: args.iface,
+        iface_regex: args.iface_regex,
         public_ip: args.public_ip,
         subnet_file: args.subnet_file,
         ip_masq: args.ip_masq,

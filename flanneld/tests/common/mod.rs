@@ -60,7 +60,10 @@ pub fn start_flanneld(bed: &TestBed, i: usize, extra: &[&str]) -> Daemon {
     // Every member, running or not, as an operator's config lists them.
     let endpoints: Vec<String> = bed.etcd().members.iter().map(|m| m.client_url()).collect();
     cmd.arg("--etcd-endpoints").arg(endpoints.join(","));
-    if !extra.contains(&"--iface") {
+    if !extra
+        .iter()
+        .any(|a| a.starts_with("--iface") || a.starts_with("-iface"))
+    {
         cmd.args(["--iface", "eth0"]);
     }
     cmd.arg("--subnet-file")
