@@ -39,6 +39,10 @@ pub fn apply_set(
     let t = Instant::now();
     maps.write_all(&ops)?;
     let write_micros = t.elapsed().as_micros();
+    let groups = crate::reconcile::groups_with_backend_changes(&ops);
+    if !groups.is_empty() {
+        maps.purge_udp_flows(&groups, &r.live_backends(&groups))?;
+    }
     let (services, backends) = r.counts();
     Ok(ApplySummary {
         install: report,

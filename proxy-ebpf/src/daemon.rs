@@ -125,6 +125,15 @@ impl Engine {
             tracing::error!(error = %e, "map write failed; a full resync follows");
             self.dirty = true;
         }
+        let groups = crate::reconcile::groups_with_backend_changes(ops);
+        if !groups.is_empty() {
+            let live = self.rec.live_backends(&groups);
+            match self.maps.purge_udp_flows(&groups, &live) {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(flows = n, "UDP flows to departed backends cleared"),
+                Err(e) => tracing::warn!(error = %e, "clear UDP flows to departed backends"),
+            }
+        }
         let (s, b) = self.rec.counts();
         self.metrics.set_state(s, b);
     }

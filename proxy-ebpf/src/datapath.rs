@@ -451,6 +451,32 @@ impl BpfMaps {
             .ok()
     }
 
+    /// Removes the tc conntrack entries of UDP flows in `groups` whose backend is not in
+    /// `live` any more, so their next datagram is balanced afresh (as kube-proxy clears
+    /// conntrack for UDP endpoints that left; TCP flows are left to end on their own).
+    /// Returns how many went.
+    pub fn purge_udp_flows(
+        &mut self,
+        groups: &std::collections::BTreeSet<u32>,
+        live: &std::collections::BTreeSet<(u32, [u8; 4], [u8; 2])>,
+    ) -> Result<usize, Error> {
+        let stale: Vec<Tuple> = self
+            .ct
+            .iter()
+            .filter_map(|kv| kv.ok())
+            .filter(|(k, v)| {
+                k.proto == libc::IPPROTO_UDP as u8
+                    && groups.contains(&v.group)
+                    && !live.contains(&(v.group, v.backend_addr, v.backend_port))
+            })
+            .map(|(k, _)| k)
+            .collect();
+        for k in &stale {
+            ignore_missing(self.ct.remove(k)).map_err(Error::map(MAP_CT))?;
+        }
+        Ok(stale.len())
+    }
+
     /// Number of tc conntrack entries.
     pub fn conntrack_entries(&self) -> usize {
         self.ct.keys().filter(|k| k.is_ok()).count()

@@ -40,6 +40,16 @@ pub enum Op {
     DelName(u32),
 }
 
+/// The groups whose backend slots `ops` change (a slot written or removed).
+pub fn groups_with_backend_changes(ops: &[Op]) -> BTreeSet<u32> {
+    ops.iter()
+        .filter_map(|op| match op {
+            Op::PutBackend(k, _) | Op::DelBackend(k) => Some(k.group),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Something that takes map writes: the pinned BPF maps, or a [`MapState`] in tests.
 pub trait MapWriter {
     /// Applies one write.
@@ -360,6 +370,16 @@ impl Reconciler {
         st
     }
 
+    /// The backends the slots of `groups` hold now (group, address, port).
+    pub fn live_backends(&self, groups: &BTreeSet<u32>) -> BTreeSet<(u32, [u8; 4], [u8; 2])> {
+        self.owned
+            .values()
+            .flat_map(|(st, _)| st.be.iter())
+            .filter(|(k, _)| groups.contains(&k.group))
+            .map(|(k, b)| (k.group, b.addr, b.port))
+            .collect()
+    }
+
     /// Number of Services with entries, and of backend slots.
     pub fn counts(&self) -> (usize, usize) {
         (self.owned.len(), self.backend_slots)
@@ -413,6 +433,28 @@ mod tests {
 
     fn vip_key(vip: u8) -> SvcKey {
         SvcKey::new(Ipv4Addr::new(10, 96, 0, vip), 80, 6, SCOPE_CLUSTER)
+    }
+
+    #[test]
+    fn backend_changes_name_their_groups_and_live_backends_follow() {
+        let mut r = Reconciler::new(node(), &MapState::default());
+        let ops = r.update(&svc("a", 1, &[1, 2])).unwrap();
+        let groups = groups_with_backend_changes(&ops);
+        assert!(!groups.is_empty());
+        let before = r.live_backends(&groups);
+        assert!(before.iter().any(|(_, a, _)| *a == [10, 244, 1, 1]));
+        // Backend .1 leaves: its group is named and .1 is no longer live.
+        let ops = r.update(&svc("a", 1, &[2])).unwrap();
+        let changed = groups_with_backend_changes(&ops);
+        assert!(!changed.is_empty() && changed.is_subset(&groups));
+        let after = r.live_backends(&groups);
+        assert!(
+            after.iter().all(|(_, a, _)| *a != [10, 244, 1, 1]),
+            "{after:?}"
+        );
+        assert!(after.iter().any(|(_, a, _)| *a == [10, 244, 1, 2]));
+        // A change that touches no backend names no group.
+        assert!(groups_with_backend_changes(&r.update(&svc("a", 1, &[2])).unwrap()).is_empty());
     }
 
     #[test]

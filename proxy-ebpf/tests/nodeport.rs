@@ -360,3 +360,43 @@ fn a_reused_client_port_is_balanced_afresh_after_its_backend_left() {
         "the reused port went to the backend that left: {again:?}"
     );
 }
+
+#[test]
+fn a_udp_flow_leaves_a_backend_that_left_at_once() {
+    let mut c = Cluster::start(1);
+    let mut eps = Vec::new();
+    for j in 1..=2 {
+        let p = c.add_pod(1, j);
+        serve_udp(
+            &c.pods[p].netns,
+            SocketAddr::from((c.pods[p].ip, 8080)),
+            &format!("b{j}"),
+        );
+        eps.push((c.pods[p].ip, 1));
+    }
+    let set = |eps: &[(Ipv4Addr, usize)]| json!({"services": [service("udp", Some(VIP), 53, "UDP", Some(30353), eps, 8080)]});
+    c.apply(1, &set(&eps));
+    // One client port, as a resolver with a fixed source port: the flow keeps its backend.
+    let ask = || c.outside_client(&["udp", "198.51.100.11", "30353", "3", "40600"]);
+    let first = ask();
+    let was = first[0].split_whitespace().next().unwrap().to_owned();
+    assert!(was == "b1" || was == "b2", "{first:?}");
+    assert!(first.iter().all(|l| l.starts_with(&was)), "{first:?}");
+    // The backend that served leaves the Service (its process keeps answering): the
+    // flow's very next datagram goes to the one left, without waiting for any timeout.
+    let keep: Vec<_> = eps
+        .iter()
+        .copied()
+        .filter(|(ip, _)| format!("b{}", ip.octets()[3] - 10) != was)
+        .collect();
+    c.apply(1, &set(&keep));
+    let again = ask();
+    for l in &again {
+        let who = l.split_whitespace().next().unwrap();
+        assert_ne!(who, "ERR", "{again:?}");
+        assert_ne!(
+            who, was,
+            "the flow stayed on the backend that left: {again:?}"
+        );
+    }
+}

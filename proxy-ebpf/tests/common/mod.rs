@@ -258,6 +258,9 @@ for i in range(n):
         else:
             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             s.settimeout(3)
+            if sport:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                s.bind(("0.0.0.0", sport))
             s.sendto(b"hi", (host, port))
             data, peer = s.recvfrom(256)
             s.close()
