@@ -267,6 +267,8 @@ fn curl_error(code: Option<i32>) -> &'static str {
         Some(6) => ": could not resolve the host",
         Some(7) => ": could not connect",
         Some(28) => ": timed out",
+        Some(52) => ": empty reply",
+        Some(56) => ": connection reset while receiving",
         _ => "",
     }
 }
