@@ -103,7 +103,18 @@ pub fn start(pause_exe: &Path, spec: &SandboxSpec) -> Result<Started> {
     let child = tokio::process::Command::from(cmd)
         .kill_on_drop(false)
         .spawn()
-        .map_err(|e| fail(format!("start pause process {}: {e}", pause_exe.display())))?;
+        .map_err(|e| {
+            let binds: Vec<String> = spec
+                .binds
+                .iter()
+                .map(|(src, dst)| format!("{} over {}", src.display(), dst.display()))
+                .collect();
+            fail(format!(
+                "start pause process {} (new namespaces, private mounts, binds: {}): {e}",
+                pause_exe.display(),
+                binds.join(", ")
+            ))
+        })?;
     let pid = child
         .id()
         .ok_or_else(|| fail("pause process exited at once".into()))? as i32;

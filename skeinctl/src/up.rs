@@ -344,8 +344,12 @@ impl Cluster {
             .arg(dirs.root.join("agent"))
             .arg("--subnet-file")
             .arg(&dirs.subnet_file)
-            .args(["--cluster-dns", &layout::CLUSTER_DNS_IP.to_string()])
             .args(["--cluster-domain", layout::DNS_DOMAIN]);
+        // Without skein-dns there is no kube-dns Service: pods then get the node's
+        // resolver (the agent logs the ClusterFirst fallback, as a kubelet does).
+        if self.comps.dns.path().is_some() {
+            cmd.args(["--cluster-dns", &layout::CLUSTER_DNS_IP.to_string()]);
+        }
         if let Some(cg) = &dirs.cgroup {
             cmd.arg("--cgroup-root").arg(cg);
         }
