@@ -1082,8 +1082,13 @@ fn pods_get_their_own_resolv_conf_and_hosts_kept_across_agent_restarts() {
         cluster.metadata.namespace = Some("shop".into());
         let mut default = pod("df", vec![container("main", &["/bin/sh", "-c", script])]);
         default.spec.as_mut().unwrap().dns_policy = Some("Default".into());
+        let mut hostnet = pod("hn", vec![container("main", &["/bin/sh", "-c", script])]);
+        let spec = hostnet.spec.as_mut().unwrap();
+        spec.host_network = Some(true);
+        spec.dns_policy = Some("ClusterFirstWithHostNet".into());
         rt.apply(cluster.clone()).unwrap();
         rt.apply(default.clone()).unwrap();
+        rt.apply(hostnet.clone()).unwrap();
         let ip = running_ip(&rt, &cluster).await;
         let log = wait_for("the ClusterFirst pod's files", Duration::from_secs(20), || {
             let t = current_log(&rt, &cluster, "main");
@@ -1109,6 +1114,22 @@ fn pods_get_their_own_resolv_conf_and_hosts_kept_across_agent_restarts() {
         assert!(
             dlog.starts_with("nameserver 192.0.2.53\nsearch node.example\n---\n"),
             "{dlog}"
+        );
+        // A hostNetwork pod: the cluster resolver when it asks for it, the node's hosts.
+        let hlog = wait_for("the hostNetwork pod's files", Duration::from_secs(20), || {
+            let t = current_log(&rt, &hostnet, "main");
+            t.contains("end\n").then_some(t)
+        })
+        .await;
+        assert!(
+            hlog.starts_with("nameserver 10.96.0.10\nsearch default.svc.cluster.local "),
+            "{hlog}"
+        );
+        assert!(
+            hlog.contains(&format!(
+                "---\n# Kubernetes-managed hosts file (host network).\n{machine_hosts}"
+            )),
+            "{hlog}"
         );
         // The node's own files are untouched.
         assert_eq!(
@@ -1141,7 +1162,7 @@ fn pods_get_their_own_resolv_conf_and_hosts_kept_across_agent_restarts() {
         let mnt = |p: i32| std::fs::read_link(format!("/proc/{p}/ns/mnt")).unwrap();
         assert_eq!(mnt(again.0), mnt(sb.pause.pid), "container in the pod's mount ns");
         assert_ne!(mnt(again.0), mnt(std::process::id() as i32));
-        for p in [&cluster, &default] {
+        for p in [&cluster, &default, &hostnet] {
             rt.delete(&uid_of(p), Duration::from_secs(2)).await.unwrap();
         }
     });
