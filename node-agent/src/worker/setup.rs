@@ -1,12 +1,11 @@
 //! The pod's sandbox from the worker's side: pause process, CNI ADD of the loopback and
 //! pod networks (rolled back on failure), and the teardown (CNI DEL, pause, netns).
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::{Map, Value, json};
-
-use std::path::PathBuf;
 
 use super::{Worker, hostname, random_id};
 use crate::cni::{self, Attachment};
