@@ -1,5 +1,6 @@
-//! The pod's sandbox from the worker's side: pause process, CNI ADD of the loopback and
-//! pod networks (rolled back on failure), and the teardown (CNI DEL, pause, netns).
+//! The pod's sandbox from the worker's side: its resolv.conf and hosts files, the pause
+//! process, CNI ADD of the loopback and pod networks (rolled back on failure), and the
+//! teardown (CNI DEL, pause, netns).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
