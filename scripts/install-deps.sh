@@ -11,6 +11,7 @@ packages=(
   openssl                        # test certificates (flanneld's etcd TLS test)
   iproute2 nftables iptables     # namespaces, links, routes, masquerade; iptables for the proxy baseline
   iperf3 python3 curl socat      # benchmarks, demo servers and clients
+  dnsutils                       # dig: DNS lookups (SRV, CNAME, TCP) from inside pods in the e2e tests
   containernetworking-plugins    # the reference bridge/host-local/portmap plugins (side-by-side tests)
   bpftool procps psmisc util-linux kmod
   pkg-config libelf-dev zlib1g-dev

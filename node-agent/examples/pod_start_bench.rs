@@ -186,6 +186,7 @@ fn node_config(
         backoff: Backoff::default(),
         node_ip: Some(node.addr.into()),
         sync_period: Duration::from_millis(50),
+        dns: Default::default(),
     })
 }
 

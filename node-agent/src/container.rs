@@ -221,10 +221,13 @@ pub fn spawn(
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err);
-    if let Some(wd) = &spec.working_dir {
-        cmd.current_dir(wd);
-    }
-    sys::join_hooks(&mut cmd, namespaces, cgroup_procs, true, spec.user);
+    let cwd = spec
+        .working_dir
+        .as_deref()
+        .map(sys::path_cstring)
+        .transpose()
+        .map_err(fail)?;
+    sys::join_hooks(&mut cmd, namespaces, cgroup_procs, true, spec.user, cwd);
     let child = tokio::process::Command::from(cmd)
         .kill_on_drop(false)
         .spawn()

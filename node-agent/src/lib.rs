@@ -1,5 +1,6 @@
 //! skein-agent, the kubelet of a skein node: runs the pods bound to its node as
-//! sandboxes (a pause process holding new net/uts/ipc namespaces, wired by CNI) and
+//! sandboxes (a pause process holding new net/uts/ipc/mount namespaces, wired by CNI,
+//! with the pod's own resolv.conf and hosts, see `pod_dns`) and
 //! containers as processes inside them, and reports them to the API server.
 //!
 //! ```text
@@ -22,6 +23,7 @@ pub mod container;
 mod error;
 pub mod logs;
 pub mod node;
+pub mod pod_dns;
 
 pub mod probe;
 pub mod probe_run;

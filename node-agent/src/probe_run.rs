@@ -192,10 +192,13 @@ async fn run_exec(argv: Vec<String>, t: &ProbeTarget, timeout: Duration) -> Resu
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    if let Some(wd) = &t.env.working_dir {
-        cmd.current_dir(wd);
-    }
-    crate::sys::join_hooks(&mut cmd, namespaces, cgroup, true, t.env.user);
+    let cwd = t
+        .env
+        .working_dir
+        .as_deref()
+        .map(crate::sys::path_cstring)
+        .transpose()?;
+    crate::sys::join_hooks(&mut cmd, namespaces, cgroup, true, t.env.user, cwd);
     let mut child = tokio::process::Command::from(cmd)
         .kill_on_drop(true)
         .spawn()

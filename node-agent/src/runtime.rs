@@ -45,6 +45,8 @@ pub struct RuntimeConfig {
     pub node_ip: Option<IpAddr>,
     /// How often each pod worker looks at its containers.
     pub sync_period: Duration,
+    /// Pods' resolv.conf and hosts: `--cluster-dns`, `--cluster-domain`, `--resolv-conf`.
+    pub dns: crate::pod_dns::DnsSettings,
 }
 
 /// What a worker observed about a container, beyond its record.

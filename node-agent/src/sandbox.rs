@@ -1,12 +1,14 @@
-//! Pod sandboxes: a pause process holding the pod's new net, uts and ipc namespaces
-//! (hostname = pod name), its netns bind-mounted under the state dir for CNI.
+//! Pod sandboxes: a pause process holding the pod's new net, uts, ipc and mount
+//! namespaces (hostname = pod name; the pod's resolv.conf and hosts files bound over
+//! /etc/resolv.conf and /etc/hosts), its netns bind-mounted under the state dir for CNI.
 //!
 //! ```text
 //! start: cgroup <root>/pod-<uid>/sandbox ── spawn `<agent> pause` (setsid, unshare
-//!        NEWNET|NEWUTS|NEWIPC, sethostname) ── bind /proc/<pid>/ns/net at
-//!        <state>/pods/<uid>/netns
-//! join:  open /proc/<pause>/ns/{ipc,uts,net} ── containers setns into them before exec
-//! stop:  SIGKILL pause ── unmount + remove the netns file
+//!        NEWNET|NEWUTS|NEWIPC|NEWNS, sethostname, mount --make-rprivate /, bind
+//!        <state>/pods/<uid>/{resolv.conf,hosts} over /etc/...) ── bind
+//!        /proc/<pid>/ns/net at <state>/pods/<uid>/netns
+//! join:  open /proc/<pause>/ns/{ipc,uts,net,mnt} ── containers setns into them before exec
+//! stop:  SIGKILL pause (its mount namespace goes with it) ── unmount + remove the netns file
 //! ```
 
 use std::ffi::CString;
@@ -35,6 +37,10 @@ pub struct SandboxSpec {
     pub netns_path: PathBuf,
     /// The sandbox's cgroup.
     pub cgroup: Option<PathBuf>,
+    /// Files bound in the pod's own mount namespace: (file in the state dir, where the
+    /// pod sees it), e.g. `<pod dir>/resolv.conf` over `/etc/resolv.conf`. The sources
+    /// are rewritten in place later (same inode), never replaced.
+    pub binds: Vec<(PathBuf, PathBuf)>,
 }
 
 /// A started pause process: its identity and netns mount.
@@ -69,6 +75,13 @@ pub fn start(pause_exe: &Path, spec: &SandboxSpec) -> Result<Started> {
     } else {
         Some(CString::new(spec.hostname.clone()).map_err(|_| fail("hostname has a NUL".into()))?)
     };
+    let mut binds = Vec::new();
+    for (src, dst) in &spec.binds {
+        binds.push((
+            sys::path_cstring(src).map_err(fail)?,
+            sys::path_cstring(dst).map_err(fail)?,
+        ));
+    }
     let mut cmd = std::process::Command::new(pause_exe);
     cmd.arg("pause")
         .stdin(Stdio::null())
@@ -80,15 +93,28 @@ pub fn start(pause_exe: &Path, spec: &SandboxSpec) -> Result<Started> {
             net: !spec.host_network,
             uts: !spec.host_network,
             ipc: true,
+            mnt: true,
         },
         hostname,
         cgroup_procs,
+        binds,
     );
     // tokio reaps the pause process whenever it exits, also after we drop the handle.
     let child = tokio::process::Command::from(cmd)
         .kill_on_drop(false)
         .spawn()
-        .map_err(|e| fail(format!("start pause process {}: {e}", pause_exe.display())))?;
+        .map_err(|e| {
+            let binds: Vec<String> = spec
+                .binds
+                .iter()
+                .map(|(src, dst)| format!("{} over {}", src.display(), dst.display()))
+                .collect();
+            fail(format!(
+                "start pause process {} (new namespaces, private mounts, binds: {}): {e}",
+                pause_exe.display(),
+                binds.join(", ")
+            ))
+        })?;
     let pid = child
         .id()
         .ok_or_else(|| fail("pause process exited at once".into()))? as i32;
@@ -142,13 +168,14 @@ pub fn intact(pause: &ProcRef, netns: Option<&Path>) -> bool {
     matches!((a, b), (Ok(x), Ok(y)) if x == y)
 }
 
-/// Opens the pause's ipc, uts and net namespaces for a process to join.
+/// Opens the pause's ipc, uts, net and mount namespaces for a process to join.
 pub(crate) fn open_namespaces(pod: &str, pause: &ProcRef) -> Result<Vec<(OwnedFd, libc::c_int)>> {
     let mut out = Vec::new();
     for (name, kind) in [
         ("ipc", libc::CLONE_NEWIPC),
         ("uts", libc::CLONE_NEWUTS),
         ("net", libc::CLONE_NEWNET),
+        ("mnt", libc::CLONE_NEWNS),
     ] {
         let p = format!("/proc/{}/ns/{name}", pause.pid);
         let f = File::open(&p).map_err(io_err("open namespace", &p))?;

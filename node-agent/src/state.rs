@@ -4,6 +4,8 @@
 //! ```text
 //! <state-dir>/pods/<uid>/state.json   PodRecord (spec, sandbox, containers)
 //! <state-dir>/pods/<uid>/netns        bind mount of the sandbox's network namespace
+//! <state-dir>/pods/<uid>/resolv.conf  the pod's /etc/resolv.conf (bound in its mount ns)
+//! <state-dir>/pods/<uid>/hosts        the pod's /etc/hosts (bound in its mount ns)
 //! <state-dir>/cni/results/...         the CNI result cache (libcni layout)
 //! <state-dir>/logs/<ns>_<pod>_<uid>/<container>/<restart>.log
 //! ```
@@ -143,6 +145,16 @@ impl StateDir {
     /// `<root>/pods/<uid>/netns`.
     pub fn netns_path(&self, uid: &str) -> PathBuf {
         self.pod_dir(uid).join("netns")
+    }
+
+    /// `<root>/pods/<uid>/resolv.conf`: the pod's /etc/resolv.conf.
+    pub fn resolv_conf_path(&self, uid: &str) -> PathBuf {
+        self.pod_dir(uid).join("resolv.conf")
+    }
+
+    /// `<root>/pods/<uid>/hosts`: the pod's /etc/hosts.
+    pub fn hosts_path(&self, uid: &str) -> PathBuf {
+        self.pod_dir(uid).join("hosts")
     }
 
     /// `<root>/cni` (libcni's cache dir).

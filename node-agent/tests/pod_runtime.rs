@@ -83,6 +83,7 @@ fn env_with(outside: bool) -> Env {
         },
         node_ip: Some(IpAddr::V4(bed.node(1).addr)),
         sync_period: Duration::from_millis(100),
+        dns: Default::default(),
     };
     Env { bed, cfg }
 }
@@ -1046,5 +1047,123 @@ fn host_port_reaches_the_pod_through_portmap() {
             "/marker.txt",
         );
         assert!(gone.is_err(), "hostPort closed after delete: {gone:?}");
+    });
+}
+
+/// The text of container `c`'s current log.
+fn current_log(rt: &PodRuntime, p: &Pod, c: &str) -> String {
+    snap(rt, p).record.containers[c]
+        .running
+        .as_ref()
+        .map(|r| log_text(&r.log))
+        .unwrap_or_default()
+}
+
+#[test]
+fn pods_get_their_own_resolv_conf_and_hosts_kept_across_agent_restarts() {
+    let mut env = env();
+    let node = tempfile::tempdir().unwrap();
+    let node_resolv = node.path().join("resolv.conf");
+    std::fs::write(&node_resolv, "nameserver 192.0.2.53\nsearch node.example\n").unwrap();
+    env.cfg.dns = skein_node_agent::pod_dns::DnsSettings {
+        cluster_dns: vec!["10.96.0.10".parse().unwrap()],
+        cluster_domain: "cluster.local".into(),
+        resolv_conf: node_resolv,
+        ..Default::default()
+    };
+    let machine_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap();
+    let machine_hosts = std::fs::read_to_string("/etc/hosts").unwrap();
+    // What a container sees, through a real resolver client (getent) for its hostname.
+    let script = "cat /etc/resolv.conf; echo ---; cat /etc/hosts; echo ---; \
+                  getent hosts \"$(hostname)\"; echo end; exec sleep 600";
+    env.run(async {
+        let rt = PodRuntime::start(env.cfg.clone()).await.unwrap();
+        let mut cluster = pod("cf", vec![container("main", &["/bin/sh", "-c", script])]);
+        cluster.metadata.namespace = Some("shop".into());
+        let mut default = pod("df", vec![container("main", &["/bin/sh", "-c", script])]);
+        default.spec.as_mut().unwrap().dns_policy = Some("Default".into());
+        let mut hostnet = pod("hn", vec![container("main", &["/bin/sh", "-c", script])]);
+        let spec = hostnet.spec.as_mut().unwrap();
+        spec.host_network = Some(true);
+        spec.dns_policy = Some("ClusterFirstWithHostNet".into());
+        rt.apply(cluster.clone()).unwrap();
+        rt.apply(default.clone()).unwrap();
+        rt.apply(hostnet.clone()).unwrap();
+        let ip = running_ip(&rt, &cluster).await;
+        let log = wait_for("the ClusterFirst pod's files", Duration::from_secs(20), || {
+            let t = current_log(&rt, &cluster, "main");
+            t.contains("end\n").then_some(t)
+        })
+        .await;
+        let want_resolv = "nameserver 10.96.0.10\n\
+                           search shop.svc.cluster.local svc.cluster.local cluster.local node.example\n\
+                           options ndots:5\n---\n";
+        assert!(log.starts_with(want_resolv), "{log}");
+        assert!(log.contains("# Kubernetes-managed hosts file.\n"), "{log}");
+        assert!(log.contains(&format!("\n{ip}\tcf\n")), "{log}");
+        let resolved = log.split("---\n").nth(2).unwrap_or("");
+        assert!(
+            resolved.starts_with(&format!("{ip}")) && resolved.contains("cf"),
+            "getent hosts cf in the pod: {resolved:?}"
+        );
+        let dlog = wait_for("the Default pod's files", Duration::from_secs(20), || {
+            let t = current_log(&rt, &default, "main");
+            t.contains("end\n").then_some(t)
+        })
+        .await;
+        assert!(
+            dlog.starts_with("nameserver 192.0.2.53\nsearch node.example\n---\n"),
+            "{dlog}"
+        );
+        // A hostNetwork pod: the cluster resolver when it asks for it, the node's hosts.
+        let hlog = wait_for("the hostNetwork pod's files", Duration::from_secs(20), || {
+            let t = current_log(&rt, &hostnet, "main");
+            t.contains("end\n").then_some(t)
+        })
+        .await;
+        assert!(
+            hlog.starts_with("nameserver 10.96.0.10\nsearch default.svc.cluster.local "),
+            "{hlog}"
+        );
+        assert!(
+            hlog.contains(&format!(
+                "---\n# Kubernetes-managed hosts file (host network).\n{machine_hosts}"
+            )),
+            "{hlog}"
+        );
+        // The node's own files are untouched.
+        assert_eq!(
+            std::fs::read_to_string("/etc/resolv.conf").unwrap(),
+            machine_resolv
+        );
+        assert_eq!(std::fs::read_to_string("/etc/hosts").unwrap(), machine_hosts);
+
+        // A restarted agent re-adopts the pod unchanged; a container it starts later joins
+        // the same mount namespace and sees the same files.
+        let sb = snap(&rt, &cluster).record.sandbox.unwrap();
+        let pid = pid_of(&rt, &cluster, "main").unwrap();
+        rt.detach_all().await;
+        drop(rt);
+        let rt = PodRuntime::start(env.cfg.clone()).await.unwrap();
+        assert_eq!(snap(&rt, &cluster).record.sandbox.unwrap().pause, sb.pause);
+        assert_eq!(pid_of(&rt, &cluster, "main"), Some(pid));
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        let again = wait_for("restarted container's files", Duration::from_secs(20), || {
+            let p = pid_of(&rt, &cluster, "main").filter(|p| *p != pid)?;
+            let t = current_log(&rt, &cluster, "main");
+            (t.contains("end\n")).then_some((p, t))
+        })
+        .await;
+        assert!(again.1.starts_with(want_resolv), "{}", again.1);
+        let mnt = |p: i32| std::fs::read_link(format!("/proc/{p}/ns/mnt")).unwrap();
+        assert_eq!(mnt(again.0), mnt(sb.pause.pid), "container in the pod's mount ns");
+        assert_ne!(mnt(again.0), mnt(std::process::id() as i32));
+        for p in [&cluster, &default, &hostnet] {
+            rt.delete(&uid_of(p), Duration::from_secs(2)).await.unwrap();
+        }
     });
 }

@@ -16,6 +16,46 @@ pub fn get_json(control: &Host, path: &str) -> anyhow::Result<Value> {
     serde_json::from_str(&body).with_context(|| format!("GET {path}: body is not JSON"))
 }
 
+/// POSTs `obj` to the collection at `path` in the API server; an object that already
+/// exists (409) counts as created.
+pub fn create(control: &Host, path: &str, obj: &Value) -> anyhow::Result<()> {
+    let (status, body) = post_json(control, path, obj)?;
+    match status {
+        200 | 201 | 202 | 409 => Ok(()),
+        _ => bail!("POST {path}: HTTP {status}: {}", body.trim()),
+    }
+}
+
+/// A minimal HTTP/1.0 POST of JSON from inside the control namespace: (status, body).
+fn post_json(control: &Host, path: &str, obj: &Value) -> anyhow::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let addr = layout::api_addr();
+    let body = obj.to_string();
+    let mut s = control
+        .connect_tcp(addr, std::time::Duration::from_secs(2))
+        .with_context(|| format!("connect to the API server {addr}"))?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    write!(
+        s,
+        "POST {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .with_context(|| format!("POST {path}"))?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)
+        .with_context(|| format!("POST {path}: read the answer"))?;
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .with_context(|| format!("POST {path}: no HTTP status line in {text:?}"))?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
 /// Whether a Node object has condition Ready=True.
 pub fn node_ready(node: &Value) -> bool {
     node["status"]["conditions"].as_array().is_some_and(|cs| {

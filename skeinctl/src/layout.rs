@@ -16,6 +16,9 @@ pub const FLANNEL_PREFIX: &str = "/coreos.com/network";
 pub const DNS_LISTEN: &str = "198.51.100.3:53";
 /// The cluster DNS domain.
 pub const DNS_DOMAIN: &str = "cluster.local";
+/// The ClusterIP of the `kube-system/kube-dns` Service, given to every agent as
+/// `--cluster-dns`.
+pub const CLUSTER_DNS_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
 /// The CNI network name (flannel's usual `cbr0`).
 pub const CNI_NETWORK: &str = "cbr0";
 
@@ -71,15 +74,16 @@ pub fn cni_conflist(subnet_file: &Path, ipam_data_dir: &Path) -> String {
     serde_json::to_string_pretty(&conf).unwrap_or_default()
 }
 
-/// A kubeconfig for plain `kubectl` through the relay on `127.0.0.1:<port>`.
-pub fn kubeconfig(name: &str, relay_port: u16) -> String {
+/// A kubeconfig for plain `kubectl` at `server` (the relay on `http://127.0.0.1:<port>`
+/// from the user's shell, or the API server's own URL inside the control namespace).
+pub fn kubeconfig(name: &str, server: &str) -> String {
     format!(
         "apiVersion: v1
 kind: Config
 clusters:
 - name: {name}
   cluster:
-    server: http://127.0.0.1:{relay_port}
+    server: {server}
 users:
 - name: {name}
   user: {{}}
@@ -88,6 +92,7 @@ contexts:
   context:
     cluster: {name}
     user: {name}
+    namespace: default
 current-context: {name}
 "
     )
@@ -102,8 +107,11 @@ pub struct ClusterPaths {
     pub run_dir: PathBuf,
     /// `log/`: one `<daemon>.log` per daemon.
     pub log_dir: PathBuf,
-    /// `kubeconfig`.
+    /// `kubeconfig`: through the relay, for the user's shell.
     pub kubeconfig: PathBuf,
+    /// `kubeconfig-control`: straight to the API server, for kubectl run inside the
+    /// control namespace.
+    pub control_kubeconfig: PathBuf,
 }
 
 impl ClusterPaths {
@@ -114,6 +122,7 @@ impl ClusterPaths {
             run_dir: state.join("run"),
             log_dir: state.join("log"),
             kubeconfig: state.join("kubeconfig"),
+            control_kubeconfig: state.join("kubeconfig-control"),
             state,
         }
     }
@@ -132,6 +141,68 @@ impl ClusterPaths {
     pub fn relay_port_file(&self) -> PathBuf {
         self.run_dir.join("relay.port")
     }
+}
+
+/// The objects of the kube-dns Service, with the API path each is created at: the
+/// Service (no selector: skein-dns is not a pod), its EndpointSlice and its Endpoints,
+/// both pointing at skein-dns on the control host.
+pub fn kube_dns_objects() -> Vec<(&'static str, serde_json::Value)> {
+    use serde_json::json;
+    let dns_ip = DNS_LISTEN.split(':').next().unwrap_or_default();
+    let labels = json!({"k8s-app": "kube-dns", "kubernetes.io/name": "CoreDNS"});
+    vec![
+        (
+            "/api/v1/namespaces/kube-system/services",
+            json!({
+                "apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": "kube-dns", "namespace": "kube-system", "labels": labels},
+                "spec": {
+                    "type": "ClusterIP",
+                    "clusterIP": CLUSTER_DNS_IP.to_string(),
+                    "ports": [
+                        {"name": "dns", "protocol": "UDP", "port": 53, "targetPort": 53},
+                        {"name": "dns-tcp", "protocol": "TCP", "port": 53, "targetPort": 53},
+                    ],
+                },
+            }),
+        ),
+        (
+            "/apis/discovery.k8s.io/v1/namespaces/kube-system/endpointslices",
+            json!({
+                "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                "metadata": {
+                    "name": "kube-dns-skein", "namespace": "kube-system",
+                    "labels": {
+                        "kubernetes.io/service-name": "kube-dns",
+                        "endpointslice.kubernetes.io/managed-by": "skeinctl",
+                    },
+                },
+                "addressType": "IPv4",
+                "endpoints": [{
+                    "addresses": [dns_ip],
+                    "conditions": {"ready": true, "serving": true, "terminating": false},
+                }],
+                "ports": [
+                    {"name": "dns", "protocol": "UDP", "port": 53},
+                    {"name": "dns-tcp", "protocol": "TCP", "port": 53},
+                ],
+            }),
+        ),
+        (
+            "/api/v1/namespaces/kube-system/endpoints",
+            json!({
+                "apiVersion": "v1", "kind": "Endpoints",
+                "metadata": {"name": "kube-dns", "namespace": "kube-system", "labels": labels},
+                "subsets": [{
+                    "addresses": [{"ip": dns_ip}],
+                    "ports": [
+                        {"name": "dns", "protocol": "UDP", "port": 53},
+                        {"name": "dns-tcp", "protocol": "TCP", "port": 53},
+                    ],
+                }],
+            }),
+        ),
+    ]
 }
 
 /// `FLANNEL_SUBNET` of a subnet file's text.
@@ -169,8 +240,34 @@ mod tests {
     }
 
     #[test]
+    fn kube_dns_points_at_skein_dns() {
+        let objs = kube_dns_objects();
+        let svc = &objs[0].1;
+        assert_eq!(svc["spec"]["clusterIP"], "10.96.0.10");
+        assert!(svc["spec"]["selector"].is_null());
+        assert_eq!(svc["spec"]["ports"][0]["protocol"], "UDP");
+        assert_eq!(svc["spec"]["ports"][1]["name"], "dns-tcp");
+        let slice = &objs[1].1;
+        assert_eq!(
+            slice["metadata"]["labels"]["kubernetes.io/service-name"],
+            "kube-dns"
+        );
+        assert_eq!(slice["addressType"], "IPv4");
+        assert_eq!(slice["endpoints"][0]["addresses"][0], "198.51.100.3");
+        assert_eq!(slice["endpoints"][0]["conditions"]["ready"], true);
+        assert_eq!(
+            objs[2].1["subsets"][0]["addresses"][0]["ip"],
+            "198.51.100.3"
+        );
+        assert!(
+            objs.iter()
+                .all(|(p, _)| p.contains("/namespaces/kube-system/"))
+        );
+    }
+
+    #[test]
     fn kubeconfig_points_at_the_relay() {
-        let k = kubeconfig("demo", 40123);
+        let k = kubeconfig("demo", "http://127.0.0.1:40123");
         assert!(k.contains("server: http://127.0.0.1:40123\n"), "{k}");
         assert!(k.contains("current-context: demo\n"), "{k}");
     }

@@ -1,17 +1,21 @@
 //! skeinctl: the operator's CLI for a local skein cluster on one machine.
 //!
 //! ```text
-//! up ─► test bed (namespaces, etcd) ─► control plane, relay, per-node daemons ─► detached,
+//! up ─► test bed (namespaces, etcd) ─► control plane, kube-dns Service, relay, per-node
+//!       daemons ─► detached,
 //!       pid + log files under /run/skein/<name>/   (up.rs, components.rs, layout.rs)
 //! kubeconfig ─► /run/skein/<name>/kubeconfig ─► relay 127.0.0.1:<port> ─► <name>-control
 //!       (relay.rs)
 //! status ─► pid files, subnet files, flannel leases, the API's Nodes and Services
 //!       (status.rs, api.rs)
+//! check ─► requests from inside a demo pod and from outside: pod to pod, Service by
+//!       ClusterIP and by DNS name, NodePort on every node (check.rs)
 //! down ─► sweep by name: processes, namespaces, mounts, pins, cgroups, files
 //! demo ─► a throwaway test bed with reachability checks (demo.rs)
 //! ```
 
 pub mod api;
+pub mod check;
 pub mod components;
 pub mod demo;
 pub mod layout;

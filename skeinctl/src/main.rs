@@ -43,6 +43,15 @@ enum Cmd {
         #[arg(long, default_value = "skein")]
         name: String,
     },
+    /// Prove with real requests that the cluster networks the demo (examples/ applied):
+    /// pod to pod on one node and across nodes, pod to the Service by ClusterIP and by DNS
+    /// name through the pod's own resolv.conf, outside to the NodePort on every node.
+    /// Applies nothing; prints a pass/fail table and exits non-zero on any FAIL.
+    Check {
+        /// The cluster's name.
+        #[arg(long, default_value = "skein")]
+        name: String,
+    },
     /// Print the path of a kubeconfig with which plain kubectl reaches the cluster.
     Kubeconfig {
         /// The cluster's name.
@@ -94,10 +103,10 @@ fn main() -> anyhow::Result<ExitCode> {
             backend,
             bin_dir,
         } => {
+            let skeinctl = std::env::current_exe().context("find the skeinctl executable")?;
             let bin_dir = match bin_dir {
                 Some(d) => d,
-                None => std::env::current_exe()
-                    .context("find the skeinctl executable")?
+                None => skeinctl
                     .parent()
                     .context("the skeinctl executable has no directory")?
                     .to_owned(),
@@ -107,10 +116,13 @@ fn main() -> anyhow::Result<ExitCode> {
                 nodes,
                 backend,
                 bin_dir,
+                skeinctl,
+                tuning: Default::default(),
             })?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Status { name } => skeinctl::status::status(&name),
+        Cmd::Check { name } => skeinctl::check::check(&name),
         Cmd::Kubeconfig { name } => {
             println!("{}", skeinctl::status::kubeconfig_path(&name)?.display());
             Ok(ExitCode::SUCCESS)

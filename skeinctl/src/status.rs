@@ -10,7 +10,7 @@ use skein_testbed::Host;
 use crate::layout::{self, ClusterPaths};
 
 /// The state dir of an existing cluster, or an error saying there is none.
-fn existing(name: &str) -> anyhow::Result<ClusterPaths> {
+pub(crate) fn existing(name: &str) -> anyhow::Result<ClusterPaths> {
     skein_testbed::validate_prefix(name)?;
     let paths = ClusterPaths::new(name);
     if !paths.state.is_dir() {
@@ -159,7 +159,7 @@ fn api_status(control: anyhow::Result<Host>) {
     }
 }
 
-fn control_host(name: &str) -> anyhow::Result<Host> {
+pub(crate) fn control_host(name: &str) -> anyhow::Result<Host> {
     let netns = NetNs::open(format!("{name}-control"))
         .with_context(|| format!("open netns {name}-control"))?;
     Ok(Host {

@@ -1,10 +1,12 @@
 //! `skeinctl up`: builds the test bed, starts every usable component in its namespace,
-//! waits for each step, and leaves it all running when it returns.
+//! waits for each step, and leaves it all running when it returns. The end-to-end tests'
+//! fixture starts its clusters with the same [`Cluster::start`] (and stops them on drop).
 //!
 //! ```text
 //! probe binaries ─► bed (fabric, nodes, outside, etcd) ─► control ns ─► flannel config in
-//!   etcd ─► relay + kubeconfig ─► apiserver (/readyz) ─► scheduler, controllers, dns ─►
-//!   per node: conflist, flanneld (subnet files) ─► agent, proxy (Nodes Ready) ─► detach
+//!   etcd ─► apiserver (/readyz) ─► kube-dns Service + endpoints ─► scheduler, controllers,
+//!   dns ─► relay + kubeconfigs ─► per node: conflist, flanneld (subnet files) ─► agent,
+//!   proxy (Nodes Ready) ─► detach (`up`) or keep owning the daemons (tests)
 //! ```
 //!
 //! Any failure stops what was started and sweeps the bed before the error is returned:
@@ -31,87 +33,60 @@ pub struct UpOptions {
     pub backend: Backend,
     /// Where the skein binaries are.
     pub bin_dir: PathBuf,
+    /// The `skeinctl` executable that runs the kubeconfig relay (`skeinctl relay`).
+    pub skeinctl: PathBuf,
+    /// Extra flags per daemon (tests shorten periods and back-offs with these).
+    pub tuning: Tuning,
+}
+
+/// Extra command-line flags appended to a daemon's own.
+#[derive(Debug, Clone, Default)]
+pub struct Tuning {
+    /// skein-scheduler.
+    pub scheduler: Vec<String>,
+    /// skein-controller-manager.
+    pub controller_manager: Vec<String>,
+    /// skein-agent on every node.
+    pub agent: Vec<String>,
 }
 
 const SUBNET_TIMEOUT: Duration = Duration::from_secs(30);
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 const NODES_TIMEOUT: Duration = Duration::from_secs(90);
 
-/// Everything started so far. Fields drop in order: daemons stop first, then the bed is
-/// swept (unless [`Bringup::keep`] detached them).
-struct Bringup {
+/// A running local cluster and everything it started. Fields drop in order: daemons
+/// stop first, then the bed is swept (unless [`Cluster::keep`] detached them).
+#[derive(Debug)]
+pub struct Cluster {
     daemons: Vec<Daemon>,
-    bed: TestBed,
-    control: Host,
-    paths: ClusterPaths,
+    /// The bed: fabric, nodes, outside, etcd.
+    pub bed: TestBed,
+    /// The control-plane host (API server, scheduler, controllers, DNS).
+    pub control: Host,
+    /// The cluster's files under /run/skein/<name>.
+    pub paths: ClusterPaths,
+    opts: UpOptions,
+    comps: Components,
 }
 
-/// Brings the cluster up and leaves it running.
+/// Brings the cluster up and leaves it running (`skeinctl up`).
 pub fn up(opts: &UpOptions) -> anyhow::Result<()> {
     let started = Instant::now();
-    skein_testbed::validate_prefix(&opts.name)?;
-    if opts.nodes == 0 || opts.nodes > skein_testbed::MAX_NODES {
-        bail!(
-            "--nodes {}: a cluster has 1 to {} nodes",
-            opts.nodes,
-            skein_testbed::MAX_NODES
-        );
-    }
-    if !opts.bin_dir.is_dir() {
-        bail!("--bin-dir {}: not a directory", opts.bin_dir.display());
-    }
-    println!("==> components in {}", opts.bin_dir.display());
-    let comps = Components::probe(&opts.bin_dir);
-    report_components(&comps);
-
+    let cluster = Cluster::start(opts)?;
+    cluster.keep()?;
     println!(
-        "==> test bed {}: fabric, {} nodes, outside, etcd (waiting for etcd health)",
-        opts.name, opts.nodes
+        "\n==> cluster {} is up ({:.1}s)",
+        opts.name,
+        started.elapsed().as_secs_f64()
     );
-    let bed = TestBed::start(Config {
-        prefix: Some(opts.name.clone()),
-        nodes: opts.nodes,
-        outside: true,
-        etcd: EtcdMode::Single,
-        cgroups: true,
-    })
-    .context("build the test bed")?;
-    // From here on an error drops `bed` (or `b`), which removes everything.
-    let control = bed
-        .add_host("control", layout::CONTROL_ADDR)
-        .context("add the control namespace")?;
-    let paths = ClusterPaths::new(&opts.name);
-    for d in [&paths.run_dir, &paths.log_dir] {
-        std::fs::create_dir_all(d).with_context(|| format!("create {}", d.display()))?;
-    }
-    let mut b = Bringup {
-        daemons: Vec::new(),
-        bed,
-        control,
-        paths,
-    };
-    match b.bring_up(opts, &comps) {
-        Ok(()) => {
-            b.keep()?;
-            println!(
-                "\n==> cluster {} is up ({:.1}s)",
-                opts.name,
-                started.elapsed().as_secs_f64()
-            );
-            println!(
-                "    export KUBECONFIG={}",
-                ClusterPaths::new(&opts.name).kubeconfig.display()
-            );
-            println!("    skeinctl status --name {}", opts.name);
-            println!("    skeinctl down --name {}", opts.name);
-            Ok(())
-        }
-        Err(e) => {
-            println!("==> failed; removing everything made so far");
-            drop(b);
-            Err(e)
-        }
-    }
+    println!(
+        "    export KUBECONFIG={}",
+        ClusterPaths::new(&opts.name).kubeconfig.display()
+    );
+    println!("    skeinctl status --name {}", opts.name);
+    println!("    skeinctl check --name {}", opts.name);
+    println!("    skeinctl down --name {}", opts.name);
+    Ok(())
 }
 
 fn report_components(c: &Components) {
@@ -141,8 +116,77 @@ fn report_components(c: &Components) {
     }
 }
 
-impl Bringup {
-    fn bring_up(&mut self, opts: &UpOptions, comps: &Components) -> anyhow::Result<()> {
+impl Cluster {
+    /// Builds the bed and starts every usable component; on failure everything made so
+    /// far is removed before the error is returned. The daemons stop, and the bed is
+    /// swept, when the returned value is dropped (see [`Cluster::keep`]).
+    pub fn start(opts: &UpOptions) -> anyhow::Result<Cluster> {
+        skein_testbed::validate_prefix(&opts.name)?;
+        if opts.nodes == 0 || opts.nodes > skein_testbed::MAX_NODES {
+            bail!(
+                "--nodes {}: a cluster has 1 to {} nodes",
+                opts.nodes,
+                skein_testbed::MAX_NODES
+            );
+        }
+        if !opts.bin_dir.is_dir() {
+            bail!("--bin-dir {}: not a directory", opts.bin_dir.display());
+        }
+        println!("==> components in {}", opts.bin_dir.display());
+        let comps = Components::probe(&opts.bin_dir);
+        report_components(&comps);
+
+        println!(
+            "==> test bed {}: fabric, {} nodes, outside, etcd (waiting for etcd health)",
+            opts.name, opts.nodes
+        );
+        let bed = TestBed::start(Config {
+            prefix: Some(opts.name.clone()),
+            nodes: opts.nodes,
+            outside: true,
+            etcd: EtcdMode::Single,
+            cgroups: true,
+        })
+        .context("build the test bed")?;
+        // From here on an error drops `bed` (or `c`), which removes everything.
+        let control = bed
+            .add_host("control", layout::CONTROL_ADDR)
+            .context("add the control namespace")?;
+        let paths = ClusterPaths::new(&opts.name);
+        for d in [&paths.run_dir, &paths.log_dir] {
+            std::fs::create_dir_all(d).with_context(|| format!("create {}", d.display()))?;
+        }
+        let mut c = Cluster {
+            daemons: Vec::new(),
+            bed,
+            control,
+            paths,
+            opts: opts.clone(),
+            comps,
+        };
+        match c.bring_up() {
+            Ok(()) => Ok(c),
+            Err(e) => {
+                println!("==> failed; removing everything made so far");
+                drop(c);
+                Err(e)
+            }
+        }
+    }
+
+    /// The options the cluster was started with.
+    pub fn options(&self) -> &UpOptions {
+        &self.opts
+    }
+
+    /// The daemons started (not the bed's etcd), in start order.
+    pub fn daemons(&self) -> &[Daemon] {
+        &self.daemons
+    }
+
+    fn bring_up(&mut self) -> anyhow::Result<()> {
+        let opts = self.opts.clone();
+        let comps = self.comps.clone();
         let etcd_url = self.bed.etcd().endpoints();
         println!("    etcd at {etcd_url} (netns {}-etcd)", opts.name);
 
@@ -169,20 +213,28 @@ impl Bringup {
                 .args(["--port", &layout::API_PORT.to_string()])
                 .args(["--anonymous-auth", "true"]);
             self.spawn("apiserver", cmd)?;
-            self.wait("apiserver /readyz", READY_TIMEOUT, |b| {
+            self.wait("apiserver /readyz", READY_TIMEOUT, |c| {
                 Ok(matches!(
-                    skein_testbed::http_get(&b.control, layout::api_addr(), "/readyz"),
+                    skein_testbed::http_get(&c.control, layout::api_addr(), "/readyz"),
                     Ok((200, _))
                 ))
             })?;
+            if comps.dns.path().is_some() {
+                // Before anything else can take 10.96.0.10.
+                self.create_kube_dns()?;
+            }
             let master = layout::api_url();
-            for (name, avail) in [
-                ("scheduler", &comps.scheduler),
-                ("controller-manager", &comps.controller_manager),
+            for (name, avail, extra) in [
+                ("scheduler", &comps.scheduler, &opts.tuning.scheduler),
+                (
+                    "controller-manager",
+                    &comps.controller_manager,
+                    &opts.tuning.controller_manager,
+                ),
             ] {
                 if let Some(bin) = avail.path() {
                     let mut cmd = self.control.command(bin)?;
-                    cmd.args(["--master", &master]);
+                    cmd.args(["--master", &master]).args(extra);
                     self.spawn(name, cmd)?;
                 }
             }
@@ -194,7 +246,7 @@ impl Bringup {
                 self.spawn("dns", cmd)?;
             }
         }
-        self.start_relay(opts)?;
+        self.start_relay()?;
 
         println!("==> nodes");
         for i in 0..self.bed.nodes.len() {
@@ -221,8 +273,8 @@ impl Bringup {
             println!("    {name:<8} netns {}-{name:<8} eth0 {addr}", opts.name);
         }
         if comps.flanneld.path().is_some() {
-            self.wait("subnet files of every node", SUBNET_TIMEOUT, |b| {
-                Ok(b.bed.nodes.iter().all(|n| {
+            self.wait("subnet files of every node", SUBNET_TIMEOUT, |c| {
+                Ok(c.bed.nodes.iter().all(|n| {
                     std::fs::read_to_string(&n.dirs.subnet_file)
                         .ok()
                         .is_some_and(|t| layout::subnet_of(&t).is_some())
@@ -239,36 +291,18 @@ impl Bringup {
         }
 
         if api.is_some() {
-            let api_url = layout::api_url();
             let mut agents = 0;
-            for i in 0..self.bed.nodes.len() {
-                let (name, addr, dirs) = {
-                    let n = &self.bed.nodes[i];
-                    (n.name.clone(), n.addr, n.dirs.clone())
-                };
-                if let Some(bin) = comps.agent.path() {
-                    let mut cmd = self.bed.nodes[i].command(bin)?;
-                    cmd.args(["--node-name", &name])
-                        .args(["--api-server", &api_url])
-                        .args(["--node-ip", &addr.to_string()])
-                        .arg("--cni-conf-dir")
-                        .arg(&dirs.cni_conf_dir)
-                        .arg("--cni-bin-dir")
-                        .arg(&opts.bin_dir)
-                        .arg("--state-dir")
-                        .arg(dirs.root.join("agent"))
-                        .arg("--subnet-file")
-                        .arg(&dirs.subnet_file);
-                    if let Some(cg) = &dirs.cgroup {
-                        cmd.arg("--cgroup-root").arg(cg);
-                    }
-                    self.spawn(&format!("{name}-agent"), cmd)?;
+            for i in 1..=self.bed.nodes.len() {
+                if comps.agent.path().is_some() {
+                    self.start_agent(i)?;
                     agents += 1;
                 }
                 if let Some(bin) = comps.proxy.path() {
-                    let mut cmd = self.bed.nodes[i].command(bin)?;
+                    let node = self.bed.node(i);
+                    let (name, addr, dirs) = (node.name.clone(), node.addr, node.dirs.clone());
+                    let mut cmd = node.command(bin)?;
                     cmd.args(["--node-name", &name])
-                        .args(["--api-server", &api_url])
+                        .args(["--api-server", &layout::api_url()])
                         .arg("--pin-dir")
                         .arg(&dirs.bpf_pin_dir)
                         .args(["--uplink", "eth0"])
@@ -280,16 +314,79 @@ impl Bringup {
                 }
             }
             if agents > 0 {
-                self.wait("every Node Ready", NODES_TIMEOUT, move |b| {
-                    Ok(ready_nodes(&b.control)? >= agents)
+                self.wait("every Node Ready", NODES_TIMEOUT, move |c| {
+                    Ok(ready_nodes(&c.control)? >= agents)
                 })?;
             }
         }
         self.check_daemons()
     }
 
-    fn start_relay(&mut self, opts: &UpOptions) -> anyhow::Result<()> {
-        let exe = std::env::current_exe().context("find the skeinctl executable")?;
+    /// Starts skein-agent on node `i` (1-based), again after [`Cluster::stop_agent`].
+    pub fn start_agent(&mut self, i: usize) -> anyhow::Result<()> {
+        let Some(bin) = self.comps.agent.path().map(Path::to_owned) else {
+            bail!(
+                "skein-agent is not usable in {}",
+                self.opts.bin_dir.display()
+            );
+        };
+        let node = self.bed.node(i);
+        let (name, addr, dirs) = (node.name.clone(), node.addr, node.dirs.clone());
+        let mut cmd = node.command(bin)?;
+        cmd.args(["--node-name", &name])
+            .args(["--api-server", &layout::api_url()])
+            .args(["--node-ip", &addr.to_string()])
+            .arg("--cni-conf-dir")
+            .arg(&dirs.cni_conf_dir)
+            .arg("--cni-bin-dir")
+            .arg(&self.opts.bin_dir)
+            .arg("--state-dir")
+            .arg(dirs.root.join("agent"))
+            .arg("--subnet-file")
+            .arg(&dirs.subnet_file)
+            .args(["--cluster-domain", layout::DNS_DOMAIN]);
+        // Without skein-dns there is no kube-dns Service: pods then get the node's
+        // resolver (the agent logs the ClusterFirst fallback, as a kubelet does).
+        if self.comps.dns.path().is_some() {
+            cmd.args(["--cluster-dns", &layout::CLUSTER_DNS_IP.to_string()]);
+        }
+        if let Some(cg) = &dirs.cgroup {
+            cmd.arg("--cgroup-root").arg(cg);
+        }
+        cmd.args(&self.opts.tuning.agent);
+        self.spawn(&format!("{name}-agent"), cmd)?;
+        Ok(())
+    }
+
+    /// Stops skein-agent on node `i` with SIGTERM (its pods keep running, as a
+    /// kubelet's do).
+    pub fn stop_agent(&mut self, i: usize) -> anyhow::Result<()> {
+        let name = format!("{}-agent", self.bed.node(i).name);
+        let Some(pos) = self.daemons.iter().position(|d| d.name() == name) else {
+            bail!("{name} is not running");
+        };
+        self.daemons.remove(pos).stop();
+        let _ = std::fs::remove_file(self.paths.pid_file(&name));
+        Ok(())
+    }
+
+    /// The kube-dns Service in kube-system (ClusterIP 10.96.0.10, 53/UDP `dns` and
+    /// 53/TCP `dns-tcp`), with no selector: skein-dns runs on the control host, so its
+    /// EndpointSlice and Endpoints are written here.
+    fn create_kube_dns(&mut self) -> anyhow::Result<()> {
+        println!(
+            "==> Service kube-system/kube-dns {} -> skein-dns {}",
+            layout::CLUSTER_DNS_IP,
+            layout::DNS_LISTEN
+        );
+        for (path, obj) in layout::kube_dns_objects() {
+            crate::api::create(&self.control, path, &obj)?;
+        }
+        Ok(())
+    }
+
+    fn start_relay(&mut self) -> anyhow::Result<()> {
+        let exe = &self.opts.skeinctl;
         let port_file = self.paths.relay_port_file();
         let mut cmd = Command::new(exe);
         cmd.arg("relay")
@@ -304,7 +401,7 @@ impl Bringup {
         // In the cluster's cgroup, so that `down` (the sweep) finds it even without its
         // pid file.
         if let Ok(base) = skein_testbed::cgroup2_mount() {
-            let cg = base.join("skein").join(&opts.name).join("relay");
+            let cg = base.join("skein").join(&self.opts.name).join("relay");
             std::fs::create_dir_all(&cg)
                 .with_context(|| format!("create cgroup {}", cg.display()))?;
             std::fs::write(cg.join("cgroup.procs"), pid.to_string())
@@ -317,8 +414,16 @@ impl Bringup {
             .ok()
             .and_then(|t| t.trim().parse().ok())
             .with_context(|| format!("read the relay port from {}", port_file.display()))?;
-        std::fs::write(&self.paths.kubeconfig, layout::kubeconfig(&opts.name, port))
-            .with_context(|| format!("write {}", self.paths.kubeconfig.display()))?;
+        std::fs::write(
+            &self.paths.kubeconfig,
+            layout::kubeconfig(&self.opts.name, &format!("http://127.0.0.1:{port}")),
+        )
+        .with_context(|| format!("write {}", self.paths.kubeconfig.display()))?;
+        std::fs::write(
+            &self.paths.control_kubeconfig,
+            layout::kubeconfig(&self.opts.name, &layout::api_url()),
+        )
+        .with_context(|| format!("write {}", self.paths.control_kubeconfig.display()))?;
         println!(
             "    kubeconfig {} (relay 127.0.0.1:{port} -> {})",
             self.paths.kubeconfig.display(),
@@ -341,7 +446,7 @@ impl Bringup {
     }
 
     /// Fails naming the first daemon that exited, with the tail and path of its log.
-    fn check_daemons(&mut self) -> anyhow::Result<()> {
+    pub fn check_daemons(&mut self) -> anyhow::Result<()> {
         for d in &mut self.daemons {
             if !d.is_running() {
                 bail!(
@@ -360,7 +465,7 @@ impl Bringup {
         &mut self,
         what: &str,
         timeout: Duration,
-        mut ready: impl FnMut(&Bringup) -> anyhow::Result<bool>,
+        mut ready: impl FnMut(&Cluster) -> anyhow::Result<bool>,
     ) -> anyhow::Result<()> {
         use std::io::Write;
         print!("    waiting for {what} ...");
@@ -389,12 +494,12 @@ impl Bringup {
     }
 
     /// Detaches every daemon (they outlive this program) and keeps the bed.
-    fn keep(self) -> anyhow::Result<()> {
-        let Bringup {
+    pub fn keep(self) -> anyhow::Result<()> {
+        let Cluster {
             daemons,
             bed,
-            control: _,
             paths,
+            ..
         } = self;
         for d in daemons {
             d.detach();

@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::time::Duration;
 
-use skein_e2e::cluster::{Cluster, wait_for};
+use skein_e2e::cluster::{CNI_NETWORK, Cluster, wait_for};
 
 const DEPLOYMENT: &str = r#"
 apiVersion: apps/v1
@@ -188,7 +188,7 @@ fn deployment_pods_run_spread_and_reach_each_other() {
     // Each pod's address is allocated on disk in host-local's layout on its node.
     for (name, node, ip, _, _) in &pods {
         let n = c.bed.nodes.iter().find(|n| &n.name == node).unwrap();
-        let file = n.dirs.ipam_data_dir.join("skein").join(ip.to_string());
+        let file = n.dirs.ipam_data_dir.join(CNI_NETWORK).join(ip.to_string());
         assert!(file.is_file(), "{name}: no IPAM file {}", file.display());
     }
 
@@ -225,7 +225,7 @@ fn deployment_pods_run_spread_and_reach_each_other() {
             &format!("no IPAM file on {}", n.name),
             Duration::from_secs(20),
             || {
-                let dir = n.dirs.ipam_data_dir.join("skein");
+                let dir = n.dirs.ipam_data_dir.join(CNI_NETWORK);
                 let left: Vec<String> = std::fs::read_dir(&dir)
                     .map(|d| {
                         d.flatten()

@@ -413,7 +413,53 @@ fn kubectl_get_nodes_shows_every_node_ready() {
     let out = skeinctl(&["status", "--name", &name]);
     assert!(out.status.success(), "status:\n{}", text(&out));
     let status = String::from_utf8_lossy(&out.stdout).into_owned();
-    for want in ["apiserver", "node2-agent", "node2-proxy", "Ready"] {
+    for want in [
+        "apiserver",
+        "node2-agent",
+        "node2-proxy",
+        "Ready",
+        "kube-system/kube-dns",
+    ] {
         assert!(status.contains(want), "status lacks {want:?}:\n{status}");
     }
+
+    // The cluster DNS Service, as kubectl shows it.
+    let out = Command::new("kubectl")
+        .args(["--kubeconfig", &kubeconfig, "get", "svc", "kube-dns"])
+        .args([
+            "-n",
+            "kube-system",
+            "--no-headers",
+            "--request-timeout",
+            "10s",
+        ])
+        .output()
+        .expect("run kubectl");
+    assert!(out.status.success(), "kubectl: {}", text(&out));
+    let row = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        row.contains("10.96.0.10") && row.contains("53/UDP,53/TCP"),
+        "kube-dns: {row}"
+    );
+
+    // `check` refuses, saying why, while examples/ is not applied.
+    let out = skeinctl(&["check", "--name", &name]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("apply examples/ first"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn check_names_a_missing_cluster() {
+    let name = skein_testbed::unique_prefix();
+    let out = skeinctl(&["check", "--name", &name]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains(&format!("no cluster named \"{name}\"")),
+        "{}",
+        text(&out)
+    );
 }

@@ -11,6 +11,7 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use skein_node_agent::agent::{self, AgentConfig};
 use skein_node_agent::backoff::Backoff;
+use skein_node_agent::pod_dns::DnsSettings;
 use skein_node_agent::runtime::RuntimeConfig;
 
 /// The skein node agent: registers the Node, runs the pods bound to it.
@@ -80,6 +81,17 @@ struct Args {
     /// How often each pod's containers and probes are looked at.
     #[arg(long, default_value = "500ms", value_parser = parse_duration)]
     sync_period: Duration,
+    /// Cluster DNS Service IPs written as the nameservers of ClusterFirst pods (repeat or
+    /// separate with ','); without it ClusterFirst falls back to Default, as the kubelet.
+    #[arg(long, value_delimiter = ',')]
+    cluster_dns: Vec<IpAddr>,
+    /// The cluster's DNS domain: pods search <ns>.svc.<domain> svc.<domain> <domain>.
+    #[arg(long, default_value = "cluster.local")]
+    cluster_domain: String,
+    /// The node's resolver file, given to pods with dnsPolicy Default (and appended to
+    /// ClusterFirst pods' search path).
+    #[arg(long, default_value = "/etc/resolv.conf")]
+    resolv_conf: PathBuf,
     /// Log as JSON.
     #[arg(long)]
     log_json: bool,
@@ -179,6 +191,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
             },
             node_ip: Some(args.node_ip),
             sync_period: args.sync_period,
+            dns: DnsSettings {
+                cluster_dns: args.cluster_dns,
+                cluster_domain: args.cluster_domain,
+                resolv_conf: args.resolv_conf,
+                ..DnsSettings::default()
+            },
         },
     };
     let shutdown = async {

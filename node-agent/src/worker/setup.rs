@@ -1,6 +1,8 @@
-//! The pod's sandbox from the worker's side: pause process, CNI ADD of the loopback and
-//! pod networks (rolled back on failure), and the teardown (CNI DEL, pause, netns).
+//! The pod's sandbox from the worker's side: its resolv.conf and hosts files, the pause
+//! process, CNI ADD of the loopback and pod networks (rolled back on failure), and the
+//! teardown (CNI DEL, pause, netns).
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
 use k8s_openapi::api::core::v1::Pod;
@@ -8,6 +10,8 @@ use serde_json::{Map, Value, json};
 
 use super::{Worker, hostname, random_id};
 use crate::cni::{self, Attachment};
+use crate::error::io_err;
+use crate::pod_dns;
 use crate::sandbox;
 use crate::state::{SandboxRecord, SetupTimes};
 
@@ -17,6 +21,7 @@ impl Worker {
         let host_network = spec.host_network.unwrap_or(false);
         let id = random_id();
         let t0 = Instant::now();
+        let binds = self.write_dns_files(&[])?;
         let started = sandbox::start(
             &self.shared.cfg.pause_exe,
             &sandbox::SandboxSpec {
@@ -25,6 +30,7 @@ impl Worker {
                 host_network,
                 netns_path: self.shared.state.netns_path(&self.uid),
                 cgroup: self.shared.cgroups.sandbox(&self.uid),
+                binds,
             },
         )?;
         let mut record = SandboxRecord {
@@ -49,6 +55,15 @@ impl Worker {
             }
             return Err(e);
         }
+        // The hosts file names the pod's IPs, known only now: rewritten in place, so the
+        // bind mount in the pod sees it.
+        if let Err(e) = self.write_dns_files(&record.ips) {
+            self.rec.sandbox = Some(record);
+            for err in self.teardown_sandbox().await {
+                tracing::warn!(pod = %self.key, error = %err, "rollback of sandbox");
+            }
+            return Err(e);
+        }
         record.setup.cni_add = t1.elapsed();
         record.created_at = SystemTime::now();
         tracing::info!(pod = %self.key, sandbox = %id, pause = record.pause.pid, ips = ?record.ips, "sandbox ready");
@@ -56,6 +71,45 @@ impl Worker {
         self.dirty = true;
         self.persist();
         Ok(())
+    }
+
+    /// Writes the pod's resolv.conf and hosts into its state dir (in place: the files may
+    /// already be bound in the pod) and returns the binds for a new sandbox.
+    fn write_dns_files(
+        &self,
+        ips: &[std::net::IpAddr],
+    ) -> crate::error::Result<Vec<(PathBuf, PathBuf)>> {
+        let dns = &self.shared.cfg.dns;
+        let state = &self.shared.state;
+        let host = std::fs::read_to_string(&dns.resolv_conf).unwrap_or_else(|e| {
+            tracing::warn!(path = %dns.resolv_conf.display(), error = %e, "cannot read the node's resolv.conf; using an empty one");
+            String::new()
+        });
+        let (resolv, warnings) =
+            pod_dns::resolv_conf(&self.rec.pod, dns, &pod_dns::ResolvConf::parse(&host));
+        if ips.is_empty() {
+            for w in warnings {
+                tracing::warn!(pod = %self.key, "{w}");
+            }
+        }
+        let node_hosts = std::fs::read_to_string(&dns.hosts_file).unwrap_or_default();
+        let hosts = pod_dns::hosts_file(
+            &self.rec.pod,
+            &hostname(&self.rec.pod),
+            ips,
+            &dns.cluster_domain,
+            &node_hosts,
+        );
+        let dir = state.pod_dir(&self.uid);
+        std::fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
+        let resolv_path = state.resolv_conf_path(&self.uid);
+        let hosts_path = state.hosts_path(&self.uid);
+        std::fs::write(&resolv_path, resolv).map_err(io_err("write", &resolv_path))?;
+        std::fs::write(&hosts_path, hosts).map_err(io_err("write", &hosts_path))?;
+        Ok(vec![
+            (resolv_path, PathBuf::from("/etc/resolv.conf")),
+            (hosts_path, PathBuf::from("/etc/hosts")),
+        ])
     }
 
     fn attachment(&self, sb: &SandboxRecord, ifname: &str) -> Attachment {
