@@ -46,10 +46,6 @@ $SKEINCTL check --name "$NAME"
 failed=$?
 cat <<TXT
 
-Known gap (skein issue #7): a NodePort request that Maglev sends to a backend on the
-node it arrived at is reset (the node's masquerade rule rewrites the backend's reply),
-so about one NodePort request in three fails and a NodePort row may show FAIL.
-
 The cluster keeps running. Look around:
   export KUBECONFIG=$KUBECONFIG
   kubectl get pods -o wide
