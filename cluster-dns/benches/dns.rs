@@ -16,6 +16,7 @@ use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Name, RecordType};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use skein_testbed::stats::percentile;
 use skein_testbed::{Config, EtcdMode, TestBed};
 
 fn env_count(name: &str, default: usize) -> usize {
@@ -57,11 +58,6 @@ fn objects(n: usize) -> serde_json::Value {
         }
     }
     serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items})
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
 }
 
 fn us(d: Duration) -> String {

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use skein_testbed::Host;
+use skein_testbed::stats::percentile;
 
 use driver::{Call, Pod, answer, configure};
 
@@ -94,11 +95,6 @@ mod rusage {
         // SAFETY: rusage is a plain C struct of integers, for which all-zero bytes are valid.
         unsafe { std::mem::zeroed() }
     }
-}
-
-fn pct(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i]
 }
 
 fn ms(d: Duration) -> String {
@@ -229,17 +225,33 @@ fn main() {
             format!("x{:.2}", a.as_secs_f64() / b.as_secs_f64())
         );
     };
-    row("ADD p50", pct(&add[0], 0.5), pct(&add[1], 0.5));
-    row("ADD p99", pct(&add[0], 0.99), pct(&add[1], 0.99));
+    row(
+        "ADD p50",
+        percentile(&add[0], 0.5),
+        percentile(&add[1], 0.5),
+    );
+    row(
+        "ADD p99",
+        percentile(&add[0], 0.99),
+        percentile(&add[1], 0.99),
+    );
     row(
         "ADD CPU time p50",
-        pct(&add_cpu[0], 0.5),
-        pct(&add_cpu[1], 0.5),
+        percentile(&add_cpu[0], 0.5),
+        percentile(&add_cpu[1], 0.5),
     );
-    row("DEL p50", pct(&del[0], 0.5), pct(&del[1], 0.5));
-    row("DEL p99", pct(&del[0], 0.99), pct(&del[1], 0.99));
+    row(
+        "DEL p50",
+        percentile(&del[0], 0.5),
+        percentile(&del[1], 0.5),
+    );
+    row(
+        "DEL p99",
+        percentile(&del[0], 0.99),
+        percentile(&del[1], 0.99),
+    );
     row(&format!("{c} concurrent ADDs (wall)"), wall[0], wall[1]);
-    let ratio = pct(&add[1], 0.5).as_secs_f64() / pct(&add[0], 0.5).as_secs_f64();
+    let ratio = percentile(&add[1], 0.5).as_secs_f64() / percentile(&add[0], 0.5).as_secs_f64();
     println!();
     println!(
         "p50 ADD ratio skein-cni/reference = {ratio:.2} (goal <= 0.50: {})",

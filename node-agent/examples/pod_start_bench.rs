@@ -14,15 +14,8 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 use skein_node_agent::backoff::Backoff;
 use skein_node_agent::{PodRuntime, RuntimeConfig, status};
+use skein_testbed::stats::percentile;
 use skein_testbed::{Config, EtcdMode, TestBed};
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
 
 fn ms(d: Duration) -> String {
     format!("{:.1}", d.as_secs_f64() * 1000.0)

@@ -22,6 +22,7 @@ mod ip;
 mod lock;
 mod process;
 pub mod snapshot;
+pub mod stats;
 mod sweep;
 
 pub use etcd::{CLIENT_PORT as ETCD_CLIENT_PORT, Etcd, EtcdMember, http_get};
