@@ -294,3 +294,8 @@ fn parse_optional(body: &[u8], media: &str) -> ApiResult<Option<Value>> {
 pub async fn serve_on(app: Arc<App>, listener: tokio::net::TcpListener) -> std::io::Result<()> {
     axum::serve(listener, router(app)).await
 }
+
+/// Serves HTTPS on a TLS listener until the process ends.
+pub async fn serve_tls_on(app: Arc<App>, listener: crate::tls::TlsListener) -> std::io::Result<()> {
+    axum::serve(listener, router(app)).await
+}

@@ -181,8 +181,8 @@ fn tokens_authenticate_and_everything_else_gets_401() {
         .http_auth("GET", "/api/v1/namespaces", None, Some("s3cret-token"))
         .unwrap();
     assert_eq!(code, 200, "{body}\n{}", api.log_tail());
-    // kubectl (client-go) sends tokens only to https servers, and this build serves plain
-    // HTTP, so the token path is checked with raw requests.
+    // kubectl (client-go) sends tokens only to https servers and this server is plain
+    // HTTP, so the token path is checked with raw requests here (over HTTPS in tls.rs).
     let (code, body) = api
         .http_auth("GET", "/api/v1/namespaces", None, None)
         .unwrap();

@@ -23,13 +23,13 @@ struct Args {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1")]
     bind_address: IpAddr,
-    /// Port to listen on (plain HTTP).
+    /// Port to listen on (HTTPS with the TLS files, else plain HTTP).
     #[arg(long, default_value_t = 6443)]
     port: u16,
-    /// TLS certificate file (PEM). Not supported by this build: refused at start.
+    /// TLS certificate chain (PEM, leaf first); with --tls-private-key-file serves HTTPS.
     #[arg(long)]
     tls_cert_file: Option<PathBuf>,
-    /// TLS private key file (PEM). Not supported by this build: refused at start.
+    /// TLS private key (PEM: PKCS#8, RSA or EC) of --tls-cert-file.
     #[arg(long)]
     tls_private_key_file: Option<PathBuf>,
     /// Static bearer tokens, CSV lines `token,user,uid[,"group1,group2"]`.

@@ -6,7 +6,7 @@
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, Instant};
 
@@ -41,6 +41,8 @@ pub struct Api {
     pub token: Option<String>,
     pub server: std::sync::Mutex<Option<Daemon>>,
     extra_args: Vec<String>,
+    /// The certificates of an HTTPS server.
+    pub pki: Option<Pki>,
 }
 
 impl Api {
@@ -51,6 +53,17 @@ impl Api {
 
     /// A bed and a server with extra flags; `token` goes into the kubeconfig.
     pub fn start_with(extra: &[&str], token: Option<&str>) -> Api {
+        Api::start_inner(extra, token, false)
+    }
+
+    /// A bed and an HTTPS server: a CA and a server certificate for node1's address are
+    /// made with the openssl CLI in the bed's state dir (see [`Pki`]), the kubeconfig
+    /// trusts the CA and carries `token`.
+    pub fn start_tls(extra: &[&str], token: Option<&str>) -> Api {
+        Api::start_inner(extra, token, true)
+    }
+
+    fn start_inner(extra: &[&str], token: Option<&str>, tls: bool) -> Api {
         require_root();
         let bed = TestBed::start(Config {
             nodes: 1,
@@ -60,17 +73,23 @@ impl Api {
             prefix: None,
         })
         .expect("test bed");
-        let url = format!("http://{}:{PORT}", bed.node(1).addr);
+        let mut extra_args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let pki =
+            tls.then(|| Pki::make(&bed.state_dir().join("pki"), &bed.node(1).addr.to_string()));
+        if let Some(p) = &pki {
+            extra_args.extend([
+                "--tls-cert-file".to_owned(),
+                p.server_cert.display().to_string(),
+                "--tls-private-key-file".to_owned(),
+                p.server_key.display().to_string(),
+            ]);
+        }
+        let scheme = if tls { "https" } else { "http" };
+        let url = format!("{scheme}://{}:{PORT}", bed.node(1).addr);
         let kubeconfig = bed.state_dir().join("kubeconfig");
-        let user = match token {
-            Some(t) => format!("  user:\n    token: {t}\n"),
-            None => "  user: {}\n".to_owned(),
-        };
         std::fs::write(
             &kubeconfig,
-            format!(
-                "apiVersion: v1\nkind: Config\nclusters:\n- name: skein\n  cluster:\n    server: {url}\nusers:\n- name: u\n{user}contexts:\n- name: skein\n  context:\n    cluster: skein\n    user: u\n    namespace: default\ncurrent-context: skein\n"
-            ),
+            kubeconfig_text(&url, pki.as_ref().map(|p| p.ca_cert.as_path()), token),
         )
         .unwrap();
         let api = Api {
@@ -79,7 +98,8 @@ impl Api {
             url,
             token: token.map(str::to_owned),
             server: std::sync::Mutex::new(None),
-            extra_args: extra.iter().map(|s| s.to_string()).collect(),
+            extra_args,
+            pki,
         };
         api.start_server();
         api
@@ -107,7 +127,16 @@ impl Api {
         let mut d = node.spawn("skein-apiserver", cmd, &log).unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok((code, _)) = self.http_to(port, "GET", "/readyz", None, None)
+            // The server listens only once etcd answered and bootstrap is done, so for
+            // HTTPS an accepted TCP connection means ready (raw HTTP cannot probe it).
+            if self.pki.is_some() {
+                if node
+                    .connect_tcp(SocketAddr::from((node.addr, port)), Duration::from_secs(1))
+                    .is_ok()
+                {
+                    break;
+                }
+            } else if let Ok((code, _)) = self.http_to(port, "GET", "/readyz", None, None)
                 && (code == 200 || code == 401)
             {
                 break;
@@ -300,6 +329,118 @@ impl Api {
             .join("../tests/fixtures")
             .join(name);
         p.display().to_string()
+    }
+}
+
+/// A kubeconfig for `url`, trusting `ca` when given, with `token` when given.
+pub fn kubeconfig_text(url: &str, ca: Option<&Path>, token: Option<&str>) -> String {
+    let user = match token {
+        Some(t) => format!("  user:\n    token: {t}\n"),
+        None => "  user: {}\n".to_owned(),
+    };
+    let ca = ca
+        .map(|p| format!("    certificate-authority: {}\n", p.display()))
+        .unwrap_or_default();
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: skein\n  cluster:\n    server: {url}\n{ca}users:\n- name: u\n{user}contexts:\n- name: skein\n  context:\n    cluster: skein\n    user: u\n    namespace: default\ncurrent-context: skein\n"
+    )
+}
+
+/// A test CA and a server certificate signed by it, made with the openssl CLI.
+#[derive(Debug, Clone)]
+pub struct Pki {
+    pub ca_cert: PathBuf,
+    pub server_cert: PathBuf,
+    /// The server key in SEC1 form (`EC PRIVATE KEY`).
+    pub server_key: PathBuf,
+    /// The same key as PKCS#8 (`PRIVATE KEY`).
+    pub server_key_pkcs8: PathBuf,
+}
+
+impl Pki {
+    /// Makes the files in `dir` for a server reached at IP address `ip`.
+    pub fn make(dir: &Path, ip: &str) -> Pki {
+        std::fs::create_dir_all(dir).unwrap();
+        let openssl = |args: &[&str]| {
+            let out = std::process::Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .expect("the openssl CLI (apt-get install openssl) makes the test certificates");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=skein-test-ca",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ]);
+        openssl(&[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "server.pkcs8.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=skein-apiserver",
+        ]);
+        std::fs::write(
+            dir.join("server.ext"),
+            format!(
+                "subjectAltName=IP:{ip}\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n"
+            ),
+        )
+        .unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+        ]);
+        openssl(&["ec", "-in", "server.pkcs8.key", "-out", "server.key"]);
+        let key = std::fs::read_to_string(dir.join("server.key")).unwrap();
+        assert!(key.contains("BEGIN EC PRIVATE KEY"), "{key}");
+        Pki {
+            ca_cert: dir.join("ca.crt"),
+            server_cert: dir.join("server.crt"),
+            server_key: dir.join("server.key"),
+            server_key_pkcs8: dir.join("server.pkcs8.key"),
+        }
     }
 }
 

@@ -1,0 +1,229 @@
+//! HTTPS serving: kubectl and kube-rs over TLS with a test CA and bearer tokens; the
+//! PEM key formats; start-up errors that name the bad file.
+
+mod support;
+
+use std::path::Path;
+
+use k8s_openapi::api::core::v1::Namespace;
+use skein_control_plane::tls;
+use support::{Api, Pki, kubeconfig_text};
+
+const TOKEN: &str = "tls-test-token";
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("the openssl CLI makes the test keys");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn kubectl_and_kube_rs_over_https_with_a_ca_and_a_token() {
+    let tokens = std::env::temp_dir().join(format!("skein-tls-tokens-{}", std::process::id()));
+    std::fs::write(&tokens, format!("{TOKEN},admin,1,\"system:masters\"\n")).unwrap();
+    let api = Api::start_tls(
+        &[
+            "--token-auth-file",
+            tokens.to_str().unwrap(),
+            "--anonymous-auth=false",
+        ],
+        Some(TOKEN),
+    );
+    std::fs::remove_file(&tokens).unwrap();
+    let pki = api.pki.clone().unwrap();
+    assert!(api.url.starts_with("https://"), "{}", api.url);
+
+    // The CA and a valid token: kubectl lists namespaces and creates objects.
+    let ns = api.kubectl(&["get", "namespaces", "--no-headers"]);
+    assert!(ns.contains("default") && ns.contains("kube-system"), "{ns}");
+    api.kubectl(&["create", "namespace", "over-tls"]);
+    let got = api.get_json(&["namespace", "over-tls"]);
+    assert_eq!(got["metadata"]["name"], "over-tls");
+
+    // A wrong token: 401, which kubectl prints as Unauthorized.
+    let dir = api.bed.state_dir();
+    let wrong = dir.join("kubeconfig-wrong-token");
+    std::fs::write(
+        &wrong,
+        kubeconfig_text(&api.url, Some(&pki.ca_cert), Some("not-the-token")),
+    )
+    .unwrap();
+    let err = api.kubectl_fails(
+        &["--kubeconfig", wrong.to_str().unwrap(), "get", "namespaces"],
+        None,
+    );
+    assert!(err.contains("Unauthorized"), "{err}");
+
+    // Without the CA, kubectl refuses the server's certificate.
+    let untrusted = dir.join("kubeconfig-no-ca");
+    std::fs::write(&untrusted, kubeconfig_text(&api.url, None, Some(TOKEN))).unwrap();
+    let err = api.kubectl_fails(
+        &[
+            "--kubeconfig",
+            untrusted.to_str().unwrap(),
+            "get",
+            "namespaces",
+        ],
+        None,
+    );
+    assert!(
+        err.contains("certificate signed by unknown authority")
+            || err.contains("failed to verify certificate"),
+        "{err}"
+    );
+
+    // kube-rs reads the same kubeconfig and talks TLS with the token; without a token
+    // (kubectl would prompt for a password here) the server answers 401.
+    let kubeconfig = api.kubeconfig.clone();
+    let anonymous = dir.join("kubeconfig-no-token");
+    std::fs::write(
+        &anonymous,
+        kubeconfig_text(&api.url, Some(&pki.ca_cert), None),
+    )
+    .unwrap();
+    let (names, anon) = api
+        .bed
+        .node(1)
+        .in_netns(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let list = |path: std::path::PathBuf| async move {
+                    let kc = kube::config::Kubeconfig::read_from(&path).unwrap();
+                    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                        .await
+                        .unwrap();
+                    let client = kube::Client::try_from(config).unwrap();
+                    let nss: kube::Api<Namespace> = kube::Api::all(client);
+                    nss.list(&Default::default()).await.map(|l| {
+                        l.items
+                            .into_iter()
+                            .filter_map(|n| n.metadata.name)
+                            .collect::<Vec<_>>()
+                    })
+                };
+                (list(kubeconfig).await, list(anonymous).await)
+            })
+        })
+        .unwrap();
+    let names = names.unwrap_or_else(|e| panic!("kube-rs over TLS: {e}\n{}", api.log_tail()));
+    assert!(names.iter().any(|n| n == "over-tls"), "{names:?}");
+    match anon {
+        Err(kube::Error::Api(s)) => assert_eq!(s.code, 401, "{s:?}"),
+        other => panic!("a request without a token should get 401, got {other:?}"),
+    }
+
+    // Start-up errors name the file, and the server does not start.
+    let node = api.bed.node(1);
+    let etcd = api.bed.etcd().members[0].client_url();
+    let missing = dir.join("pki/missing.crt");
+    let out = node
+        .command(support::server_binary())
+        .unwrap()
+        .args(["--etcd-servers", &etcd, "--bind-address", "127.0.0.1"])
+        .args([
+            "--port",
+            "6444",
+            "--tls-cert-file",
+            missing.to_str().unwrap(),
+        ])
+        .args(["--tls-private-key-file", pki.server_key.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("--tls-cert-file") && stderr.contains("missing.crt"),
+        "{stderr}"
+    );
+    let out = node
+        .command(support::server_binary())
+        .unwrap()
+        .args(["--etcd-servers", &etcd, "--bind-address", "127.0.0.1"])
+        .args([
+            "--port",
+            "6444",
+            "--tls-cert-file",
+            pki.server_cert.to_str().unwrap(),
+        ])
+        .args(["--tls-private-key-file", pki.ca_cert.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("--tls-private-key-file") && stderr.contains("ca.crt"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn pkcs8_rsa_and_ec_keys_load_and_a_mismatched_key_is_refused() {
+    let dir = tempfile_dir("formats");
+    let pki = Pki::make(&dir, "198.51.100.11");
+    // EC: SEC1 and PKCS#8.
+    for key in [&pki.server_key, &pki.server_key_pkcs8] {
+        tls::server_config(Some(&pki.server_cert), Some(key))
+            .unwrap_or_else(|e| panic!("{}: {e}", key.display()))
+            .expect("a config");
+    }
+    // RSA: PKCS#1 (`RSA PRIVATE KEY`) and PKCS#8.
+    openssl(
+        &dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "rsa.pkcs8.key",
+            "-out",
+            "rsa.crt",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=rsa",
+        ],
+    );
+    openssl(
+        &dir,
+        &[
+            "rsa",
+            "-in",
+            "rsa.pkcs8.key",
+            "-out",
+            "rsa.key",
+            "-traditional",
+        ],
+    );
+    let pkcs1 = std::fs::read_to_string(dir.join("rsa.key")).unwrap();
+    assert!(pkcs1.contains("BEGIN RSA PRIVATE KEY"), "{pkcs1}");
+    for key in ["rsa.key", "rsa.pkcs8.key"] {
+        tls::server_config(Some(&dir.join("rsa.crt")), Some(&dir.join(key)))
+            .unwrap_or_else(|e| panic!("{key}: {e}"))
+            .expect("a config");
+    }
+    // The EC key with the RSA certificate: refused, naming both files.
+    let e = tls::server_config(Some(&dir.join("rsa.crt")), Some(&pki.server_key))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("rsa.crt") && e.contains("server.key"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn tempfile_dir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("skein-tls-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
