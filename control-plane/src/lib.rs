@@ -18,6 +18,7 @@
 //! ```
 
 pub mod app;
+pub mod apply;
 pub mod auth;
 pub mod controllers;
 pub mod discovery;
