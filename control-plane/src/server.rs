@@ -292,6 +292,11 @@ fn parse_optional(body: &[u8], media: &str) -> ApiResult<Option<Value>> {
 
 /// Serves on a bound listener until the process ends.
 pub async fn serve_on(app: Arc<App>, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    // Small responses go out at once instead of waiting for the client's delayed ACK.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, router(app)).await
 }
 

@@ -112,6 +112,12 @@ impl Api {
 
     /// Starts one more server on `port` (same etcd) and waits until it answers.
     pub fn spawn_server(&self, port: u16) -> Daemon {
+        self.spawn_server_with(port, &self.extra_args, self.pki.is_some())
+    }
+
+    /// Starts one more server on `port` with exactly `args` as extra flags; `tls` says
+    /// whether those make it serve HTTPS (for the readiness probe).
+    pub fn spawn_server_with(&self, port: u16, args: &[String], tls: bool) -> Daemon {
         let node = self.bed.node(1);
         let mut cmd = node.command(server_binary()).unwrap();
         cmd.args(["--etcd-servers", &self.bed.etcd().members[0].client_url()])
@@ -121,7 +127,7 @@ impl Api {
                 "--port",
                 &port.to_string(),
             ])
-            .args(&self.extra_args)
+            .args(args)
             .env("RUST_LOG", "info,skein_control_plane=debug");
         let log = node.dirs.log_dir.join(format!("apiserver-{port}.log"));
         let mut d = node.spawn("skein-apiserver", cmd, &log).unwrap();
@@ -129,7 +135,7 @@ impl Api {
         loop {
             // The server listens only once etcd answered and bootstrap is done, so for
             // HTTPS an accepted TCP connection means ready (raw HTTP cannot probe it).
-            if self.pki.is_some() {
+            if tls {
                 if node
                     .connect_tcp(SocketAddr::from((node.addr, port)), Duration::from_secs(1))
                     .is_ok()
