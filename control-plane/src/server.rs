@@ -42,12 +42,13 @@ fn json_response(code: StatusCode, v: &Value, warnings: &[String]) -> Response {
 async fn handle(State(app): State<Arc<App>>, req: Request) -> Response {
     let method = req.method().clone();
     let uri = req.uri().clone();
+    let version = req.version();
     let started = std::time::Instant::now();
     let resp = match serve(app, req).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     };
-    tracing::debug!(%method, %uri, status = resp.status().as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "request");
+    tracing::debug!(%method, %uri, ?version, status = resp.status().as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "request");
     resp
 }
 

@@ -6,7 +6,8 @@
 //!                                   └─ ok ──channel──> TlsListener::accept ──> axum::serve
 //! ```
 //!
-//! Handshakes run in their own tasks, so a client that stalls mid-handshake delays no
+//! ALPN offers `h2` and `http/1.1`; axum serves whichever the client picked (it tells
+//! them apart by the HTTP/2 preface). Handshakes run in their own tasks, so a client that stalls mid-handshake delays no
 //! one else; failed handshakes (a client that does not trust the CA) are logged and
 //! dropped.
 
@@ -132,8 +133,8 @@ pub fn server_config(
         .with_no_client_auth()
         .with_single_cert(chain, private)
         .map_err(|e| pair(e.to_string()))?;
-    // axum serves HTTP/1.1 here; clients (kubectl, kube-rs) fall back to it.
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // HTTP/2 as kube-apiserver offers it (kubectl picks it), HTTP/1.1 for the rest.
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Some(Arc::new(config)))
 }
 

@@ -5,6 +5,7 @@ mod support;
 
 use std::path::Path;
 
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::Namespace;
 use skein_control_plane::tls;
 use support::{Api, Pki, kubeconfig_text};
@@ -46,6 +47,16 @@ fn kubectl_and_kube_rs_over_https_with_a_ca_and_a_token() {
     api.kubectl(&["create", "namespace", "over-tls"]);
     let got = api.get_json(&["namespace", "over-tls"]);
     assert_eq!(got["metadata"]["name"], "over-tls");
+
+    // kubectl negotiated HTTP/2 through ALPN, as with kube-apiserver.
+    let log =
+        std::fs::read_to_string(api.bed.node(1).dirs.log_dir.join("apiserver-6443.log")).unwrap();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("/api/v1/namespaces") && l.contains("HTTP/2.0")),
+        "no HTTP/2 request in the server log:\n{}",
+        api.log_tail()
+    );
 
     // A wrong token: 401, which kubectl prints as Unauthorized.
     let dir = api.bed.state_dir();
@@ -111,6 +122,27 @@ fn kubectl_and_kube_rs_over_https_with_a_ca_and_a_token() {
                             .collect::<Vec<_>>()
                     })
                 };
+                // A watch streams over the same TLS connection kind (HTTP/2 when ALPN
+                // picks it): the namespace made above arrives as ADDED, then the
+                // server ends the watch at its timeout.
+                let kc = kube::config::Kubeconfig::read_from(&kubeconfig).unwrap();
+                let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                    .await
+                    .unwrap();
+                let nss: kube::Api<Namespace> =
+                    kube::Api::all(kube::Client::try_from(config).unwrap());
+                let mut stream = nss
+                    .watch(&kube::api::WatchParams::default().timeout(2), "0")
+                    .await
+                    .unwrap()
+                    .boxed();
+                let mut watched = Vec::new();
+                while let Some(ev) = stream.next().await {
+                    if let Ok(kube::api::WatchEvent::Added(n)) = ev {
+                        watched.extend(n.metadata.name);
+                    }
+                }
+                assert!(watched.iter().any(|n| n == "over-tls"), "{watched:?}");
                 (list(kubeconfig).await, list(anonymous).await)
             })
         })
