@@ -13,9 +13,11 @@
 //! Field sets use the fieldsV1 encoding: `f:<field>` for object fields and map keys,
 //! `k:<json of the merge key>` for items of keyed lists (with `.` for the item itself),
 //! `v:<json>` for items of set lists; atomic lists and scalars are leaves `{}`. The
-//! list keys are those of strategic merge ([`crate::patch::ListStrategy`]). One
-//! simplification: there are no apply conflicts (another manager's values are
-//! overwritten as with `--force-conflicts`).
+//! list keys are those of strategic merge ([`crate::patch::ListStrategy`]).
+//!
+//! Conflicts: a field the configuration sets to a value different from the live one,
+//! while another manager's entry holds it, refuses the apply (409, naming the manager
+//! and the field) unless `force=true`, which moves the field to this manager.
 
 use serde_json::{Map, Value, json};
 
@@ -121,6 +123,14 @@ fn step(key: &str) -> Option<Step> {
         .map(Step::Value)
 }
 
+/// Whether `set` owns the member at `path` (a leaf, or a list item marked `.`), not
+/// just something below it.
+fn owns(set: &Value, path: &[String]) -> bool {
+    let node = path.iter().try_fold(set, |cur, k| cur.get(k));
+    node.and_then(Value::as_object)
+        .is_some_and(|m| m.is_empty() || m.contains_key("."))
+}
+
 /// Whether `set` holds the node at `path`.
 fn holds(set: &Value, path: &[String]) -> bool {
     match path.split_first() {
@@ -194,9 +204,150 @@ fn applied_set<'a>(obj: &'a Value, manager: &str) -> Option<&'a Value> {
         .map(|e| &e["fieldsV1"])
 }
 
-/// Applies `config` for `manager` to the live object `live` (in place): merge, prune
-/// what the manager dropped, record its managedFields entry at time `now`.
-pub fn apply(live: &mut Value, config: &Value, manager: &str, now: &str) -> Result<(), String> {
+/// Why an apply failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The configuration cannot be merged.
+    #[error("{0}")]
+    Merge(String),
+    /// Fields other managers own with other values: (manager, field path).
+    #[error("{}", conflict_message(.0))]
+    Conflicts(Vec<(String, String)>),
+}
+
+fn conflict_message(c: &[(String, String)]) -> String {
+    let n = c.len();
+    let list: Vec<String> = c
+        .iter()
+        .map(|(m, p)| format!("conflict with \"{m}\": {p}"))
+        .collect();
+    format!(
+        "Apply failed with {n} conflict{}: {}",
+        if n == 1 { "" } else { "s" },
+        list.join("\n")
+    )
+}
+
+/// The value at `path` in `obj`, if present.
+fn value_at<'a>(obj: &'a Value, path: &[Step]) -> Option<&'a Value> {
+    path.iter().try_fold(obj, |cur, s| match (s, cur) {
+        (Step::Field(f), Value::Object(m)) => m.get(f),
+        (Step::Key(k), Value::Array(a)) => a.iter().find(|i| matches_key(i, k)),
+        (Step::Value(v), Value::Array(a)) => a.iter().find(|i| *i == v),
+        _ => None,
+    })
+}
+
+/// `.spec.template.spec.containers[name="web"].image`, as kube-apiserver prints it.
+fn display(path: &[Step]) -> String {
+    path.iter()
+        .map(|s| match s {
+            Step::Field(f) => format!(".{f}"),
+            Step::Key(k) => {
+                let parts: Vec<String> = k.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                format!("[{}]", parts.join(","))
+            }
+            Step::Value(v) => format!("[={v}]"),
+        })
+        .collect()
+}
+
+/// The leaves (paths of fieldsV1 keys) of a set.
+fn leaves(set: &Value, path: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
+    let Some(m) = set.as_object() else { return };
+    for (k, sub) in m {
+        if k == "." {
+            continue;
+        }
+        path.push(k.clone());
+        if sub.as_object().is_none_or(Map::is_empty) {
+            out.push(path.clone());
+        } else {
+            leaves(sub, path, out);
+        }
+        path.pop();
+    }
+}
+
+/// Removes `path` from a set, and the parents it leaves empty.
+fn unown(set: &mut Value, path: &[String]) {
+    let Some((first, rest)) = path.split_first() else {
+        return;
+    };
+    let Some(m) = set.as_object_mut() else { return };
+    if rest.is_empty() {
+        m.remove(first);
+    } else if let Some(sub) = m.get_mut(first) {
+        unown(sub, rest);
+        if sub.as_object().is_some_and(|c| c.keys().all(|k| k == ".")) {
+            m.remove(first);
+        }
+    }
+}
+
+/// Conflicts of `set` (with values from `config`) against other managers' entries in
+/// `live`; with `force`, those fields leave the other entries instead.
+fn settle(
+    live: &mut Value,
+    config: &Value,
+    set: &Value,
+    manager: &str,
+    force: bool,
+) -> Result<(), ApplyError> {
+    let mut paths = Vec::new();
+    leaves(set, &mut Vec::new(), &mut paths);
+    let mut conflicts = Vec::new();
+    let mut taken: Vec<(usize, Vec<String>)> = Vec::new();
+    let entries = live["metadata"]["managedFields"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    for path in &paths {
+        let Some(steps) = path.iter().map(|k| step(k)).collect::<Option<Vec<_>>>() else {
+            continue;
+        };
+        let (ours, theirs) = (value_at(config, &steps), value_at(live, &steps));
+        for (i, e) in entries.iter().enumerate() {
+            if (e["manager"] == manager && e["operation"] == "Apply") || !owns(&e["fieldsV1"], path)
+            {
+                continue;
+            }
+            if ours != theirs {
+                conflicts.push((
+                    e["manager"].as_str().unwrap_or("").to_owned(),
+                    display(&steps),
+                ));
+                taken.push((i, path.clone()));
+            }
+        }
+    }
+    if conflicts.is_empty() {
+        return Ok(());
+    }
+    if !force {
+        return Err(ApplyError::Conflicts(conflicts));
+    }
+    if let Some(a) = live["metadata"]["managedFields"].as_array_mut() {
+        for (i, path) in taken {
+            unown(&mut a[i]["fieldsV1"], &path);
+        }
+        a.retain(|e| e["fieldsV1"].as_object().is_none_or(|m| !m.is_empty()));
+    }
+    Ok(())
+}
+
+/// Applies `config` for `manager` to the live object `live` (in place): settle
+/// conflicts (refused, or taken over with `force`), merge, prune what the manager
+/// dropped, record its managedFields entry at time `now`.
+pub fn apply(
+    live: &mut Value,
+    config: &Value,
+    manager: &str,
+    force: bool,
+    now: &str,
+) -> Result<(), ApplyError> {
+    let set = field_set(config);
+    settle(live, config, &set, manager, force)?;
     let previous = applied_set(live, manager).cloned().unwrap_or(json!({}));
     let others: Vec<Value> = live["metadata"]["managedFields"]
         .as_array()
@@ -211,8 +362,7 @@ pub fn apply(live: &mut Value, config: &Value, manager: &str, now: &str) -> Resu
     if let Some(m) = merged_config["metadata"].as_object_mut() {
         m.remove("managedFields");
     }
-    patch::strategic_merge_patch(live, &merged_config)?;
-    let set = field_set(config);
+    patch::strategic_merge_patch(live, &merged_config).map_err(ApplyError::Merge)?;
     let mut gone = Vec::new();
     removed(&previous, &set, &mut Vec::new(), &mut gone);
     for path in gone {
@@ -320,7 +470,7 @@ mod tests {
             "metadata": {"name": "web"},
             "spec": {"template": {"spec": {"containers": [
                 {"name": "web", "image": "nginx:2", "ports": [{"containerPort": 80}]}]}}}});
-        apply(&mut live, &second, "kubectl", NOW).unwrap();
+        apply(&mut live, &second, "kubectl", false, NOW).unwrap();
         assert_eq!(live["metadata"].get("labels"), Some(&json!({})));
         assert_eq!(live["metadata"]["annotations"]["note"], "kept");
         assert!(live["spec"].get("replicas").is_none(), "{live}");
@@ -344,10 +494,41 @@ mod tests {
         let mut live = create(&first, "mine", NOW);
         let theirs = json!({"apiVersion": "v1", "kind": "ConfigMap",
                             "metadata": {"name": "c"}, "data": {"b": "2"}});
-        apply(&mut live, &theirs, "theirs", NOW).unwrap();
+        apply(&mut live, &theirs, "theirs", false, NOW).unwrap();
         let second = json!({"apiVersion": "v1", "kind": "ConfigMap",
                             "metadata": {"name": "c"}, "data": {}});
-        apply(&mut live, &second, "mine", NOW).unwrap();
+        apply(&mut live, &second, "mine", false, NOW).unwrap();
         assert_eq!(live["data"], json!({"b": "2"}));
+    }
+
+    #[test]
+    fn another_managers_field_with_another_value_conflicts_unless_forced() {
+        let mine = json!({"apiVersion": "v1", "kind": "ConfigMap",
+                          "metadata": {"name": "c"}, "data": {"a": "1", "b": "2"}});
+        let mut live = create(&mine, "mine", NOW);
+        // The same value is shared ownership, not a conflict.
+        let same = json!({"apiVersion": "v1", "kind": "ConfigMap",
+                          "metadata": {"name": "c"}, "data": {"a": "1"}});
+        apply(&mut live, &same, "theirs", false, NOW).unwrap();
+        let other = json!({"apiVersion": "v1", "kind": "ConfigMap",
+                           "metadata": {"name": "c"}, "data": {"a": "1", "b": "9"}});
+        let e = apply(&mut live, &other, "theirs", false, NOW).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "Apply failed with 1 conflict: conflict with \"mine\": .data.b"
+        );
+        assert_eq!(live["data"]["b"], "2", "nothing changes on conflict");
+        apply(&mut live, &other, "theirs", true, NOW).unwrap();
+        assert_eq!(live["data"]["b"], "9");
+        let entries = live["metadata"]["managedFields"].as_array().unwrap();
+        let set_of = |m: &str| &entries.iter().find(|e| e["manager"] == m).unwrap()["fieldsV1"];
+        assert_eq!(set_of("mine"), &json!({"f:data": {"f:a": {}}}));
+        assert_eq!(set_of("theirs"), &json!({"f:data": {"f:a": {}, "f:b": {}}}));
+        let path = vec![
+            Step::Field("spec".into()),
+            Step::Key(json!({"name": "web"}).as_object().unwrap().clone()),
+            Step::Field("image".into()),
+        ];
+        assert_eq!(display(&path), ".spec[name=\"web\"].image");
     }
 }

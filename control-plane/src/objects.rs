@@ -839,10 +839,17 @@ impl App {
                     })?
                 }
                 "application/merge-patch+json" => patch::merge_patch(&mut view, &p),
-                "application/apply-patch+yaml" if t.sub.is_none() => {
-                    crate::apply::apply(&mut view, &p, q.get("fieldManager").unwrap_or(""), &now())
-                        .map_err(ApiError::BadRequest)?
-                }
+                "application/apply-patch+yaml" if t.sub.is_none() => crate::apply::apply(
+                    &mut view,
+                    &p,
+                    q.get("fieldManager").unwrap_or(""),
+                    q.flag("force"),
+                    &now(),
+                )
+                .map_err(|e| match e {
+                    crate::apply::ApplyError::Merge(m) => ApiError::BadRequest(m),
+                    c => ApiError::Conflict(c.to_string()),
+                })?,
                 _ => patch::strategic_merge_patch(&mut view, &p).map_err(ApiError::BadRequest)?,
             }
             if t.sub.as_deref() != Some("scale") {

@@ -336,6 +336,36 @@ fn server_side_apply_records_managed_fields_and_prunes_what_the_manager_dropped(
     ]);
     assert!(!yaml.contains("k:{\"name\":\"side\"}"), "{yaml}");
     assert!(!yaml.contains("f:replicas"), "{yaml}");
+    // Another manager applying a different image conflicts with kubectl's ownership...
+    let rival = second.replace("nginx:1.27", "nginx:1.29");
+    let err = api.kubectl_fails(
+        &["apply", "--server-side", "--field-manager=rival", "-f", "-"],
+        Some(&rival),
+    );
+    assert!(
+        err.contains("conflict with \"kubectl\"")
+            && err.contains(".spec.template.spec.containers[name=\"web\"].image"),
+        "{err}"
+    );
+    let image = |api: &Api| {
+        api.get_json(&["deployment", "ssa"])["spec"]["template"]["spec"]["containers"][0]["image"]
+            .clone()
+    };
+    assert_eq!(image(&api), "nginx:1.27");
+    // ...and takes it over with --force-conflicts.
+    api.kubectl_in(
+        &[
+            "apply",
+            "--server-side",
+            "--field-manager=rival",
+            "--force-conflicts",
+            "-f",
+            "-",
+        ],
+        &rival,
+    );
+    assert_eq!(image(&api), "nginx:1.29");
+
     // The apply entry survives a later client-side update.
     api.kubectl(&["label", "deployment", "ssa", "extra=1"]);
     let d = api.get_json(&["deployment", "ssa", "--show-managed-fields"]);
