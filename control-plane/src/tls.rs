@@ -168,7 +168,14 @@ impl TlsListener {
                 let _ = stream.set_nodelay(true);
                 let (acceptor, tx) = (acceptor.clone(), tx.clone());
                 tokio::spawn(async move {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    let handshake = async {
+                        if speaks_plain_http(&stream).await {
+                            refuse_plain_http(stream).await;
+                            return Err(std::io::Error::other("plain HTTP on the HTTPS port"));
+                        }
+                        acceptor.accept(stream).await
+                    };
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
                         Ok(Ok(tls)) => {
                             let _ = tx.send((tls, peer)).await;
                         }
@@ -180,6 +187,22 @@ impl TlsListener {
         });
         Ok(TlsListener { rx, local })
     }
+}
+
+/// Whether the client's first byte starts an HTTP request line (`GET ...`) rather
+/// than a TLS handshake record (0x16).
+async fn speaks_plain_http(stream: &TcpStream) -> bool {
+    let mut first = [0u8; 1];
+    matches!(stream.peek(&mut first).await, Ok(1) if first[0].is_ascii_uppercase())
+}
+
+/// Answers a plain HTTP request on the HTTPS port the way Go servers (kube-apiserver) do,
+/// so `curl http://...` says what is wrong instead of failing obscurely.
+async fn refuse_plain_http(mut stream: TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    const REPLY: &[u8] = b"HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\nClient sent an HTTP request to an HTTPS server.\n";
+    let _ = stream.write_all(REPLY).await;
+    let _ = stream.shutdown().await;
 }
 
 impl axum::serve::Listener for TlsListener {

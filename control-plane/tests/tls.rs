@@ -42,16 +42,15 @@ fn kubectl_and_kube_rs_over_https_with_a_ca_and_a_token() {
     assert!(api.url.starts_with("https://"), "{}", api.url);
 
     // A client that connects and never starts its handshake (and one that speaks plain
-    // HTTP to the TLS port) holds up no one.
+    // HTTP to the TLS port, which gets Go's 400 answer) holds up no one.
     let node = api.bed.node(1);
     let addr = std::net::SocketAddr::from((node.addr, support::PORT));
     let _stalled = node
         .connect_tcp(addr, std::time::Duration::from_secs(3))
         .unwrap();
-    let (code, _) = api
-        .http("GET", "/readyz", None)
-        .unwrap_or((0, String::new()));
-    assert_eq!(code, 0, "plain HTTP on the TLS port gets no HTTP answer");
+    let (code, body) = api.http("GET", "/readyz", None).unwrap();
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("HTTP request to an HTTPS server"), "{body}");
 
     // The CA and a valid token: kubectl lists namespaces and creates objects.
     let ns = api.kubectl(&["get", "namespaces", "--no-headers"]);
