@@ -378,13 +378,26 @@ pub fn apply(
     Ok(())
 }
 
-/// Sets `manager`'s Apply entry in `obj`'s managedFields to `set`.
+/// Sets `manager`'s Apply entry in `obj`'s managedFields to `set`; its time stays
+/// when the set is the same as before (an apply that changes nothing).
 pub fn record(obj: &mut Value, config: &Value, manager: &str, set: Value, now: &str) {
     let api_version = config["apiVersion"]
         .as_str()
         .or(obj["apiVersion"].as_str())
         .unwrap_or("v1")
         .to_owned();
+    let now = match applied_set(obj, manager) {
+        Some(before) if *before == set => obj["metadata"]["managedFields"]
+            .as_array()
+            .and_then(|a| {
+                a.iter()
+                    .find(|e| e["manager"] == manager && e["operation"] == "Apply")
+            })
+            .and_then(|e| e["time"].as_str())
+            .unwrap_or(now)
+            .to_owned(),
+        _ => now.to_owned(),
+    };
     let entry = json!({
         "manager": manager,
         "operation": "Apply",
@@ -485,6 +498,10 @@ mod tests {
         assert_eq!(mine["fieldsV1"], field_set(&second));
         assert_eq!(mine["apiVersion"], "apps/v1");
         assert_eq!(mine["fieldsType"], "FieldsV1");
+        // The same configuration again changes nothing, not even the entry's time.
+        let before = live.clone();
+        apply(&mut live, &second, "kubectl", false, "2030-01-01T00:00:00Z").unwrap();
+        assert_eq!(live, before);
     }
 
     #[test]
