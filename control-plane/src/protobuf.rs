@@ -17,6 +17,29 @@ use serde_json::{Map, Value, json};
 
 use schema::{Msg, Ty};
 
+/// Why a protobuf body was not decoded.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DecodeError {
+    /// A kind, or a field of it, this server does not decode (415).
+    #[error("{0}")]
+    Unsupported(String),
+    /// Not a valid Kubernetes protobuf body (400).
+    #[error("{0}")]
+    Malformed(String),
+}
+
+impl From<String> for DecodeError {
+    fn from(s: String) -> Self {
+        DecodeError::Malformed(s)
+    }
+}
+
+impl From<&str> for DecodeError {
+    fn from(s: &str) -> Self {
+        DecodeError::Malformed(s.to_owned())
+    }
+}
+
 /// A protobuf field value.
 #[derive(Debug, Clone, PartialEq)]
 enum Field<'a> {
@@ -201,7 +224,7 @@ fn time(b: &[u8], at: &str) -> Result<Option<Value>, String> {
 }
 
 /// One field's value; `None` when JSON would omit it.
-fn value(f: &Field<'_>, ty: Ty, at: &str) -> Result<Option<Value>, String> {
+fn value(f: &Field<'_>, ty: Ty, at: &str) -> Result<Option<Value>, DecodeError> {
     Ok(match ty {
         Ty::Str | Ty::OptStr => {
             let s = text(want_bytes(f, at)?)?;
@@ -227,17 +250,17 @@ fn value(f: &Field<'_>, ty: Ty, at: &str) -> Result<Option<Value>, String> {
 }
 
 /// A message into a JSON object by its schema.
-fn message(buf: &[u8], msg: &Msg, at: &str) -> Result<Map<String, Value>, String> {
+fn message(buf: &[u8], msg: &Msg, at: &str) -> Result<Map<String, Value>, DecodeError> {
     let mut out = Map::new();
     for (num, f) in fields(buf)? {
         let Some(field) = msg.field(num) else {
             if f.is_empty() {
                 continue;
             }
-            return Err(format!(
-                "{at}: protobuf field {num} of {} is not decoded by this server",
+            return Err(DecodeError::Unsupported(format!(
+                "{at}: protobuf field {num} of {} is not decoded by this server; send JSON or YAML",
                 msg.name
-            ));
+            )));
         };
         let here = format!("{at}.{}", field.name);
         match field.ty {
@@ -277,7 +300,7 @@ fn message(buf: &[u8], msg: &Msg, at: &str) -> Result<Map<String, Value>, String
 }
 
 /// Decodes a protobuf request body into the JSON object it stands for.
-pub fn decode(body: &[u8]) -> Result<Value, String> {
+pub fn decode(body: &[u8]) -> Result<Value, DecodeError> {
     let rest = body
         .strip_prefix(b"k8s\0")
         .ok_or("the protobuf body lacks the k8s envelope")?;
@@ -299,16 +322,19 @@ pub fn decode(body: &[u8]) -> Result<Value, String> {
             _ => {}
         }
     }
+    if kind.is_empty() {
+        return Err("the protobuf envelope names no kind".into());
+    }
     let Some(msg) = schema::kind(&api_version, &kind) else {
-        return Err(format!(
+        return Err(DecodeError::Unsupported(format!(
             "protobuf bodies are decoded only for {}, not {api_version} {kind:?}; send JSON or YAML",
             schema::KINDS
-        ));
+        )));
     };
     let mut obj = Map::new();
     obj.insert("kind".into(), Value::from(kind.clone()));
     obj.insert("apiVersion".into(), Value::from(api_version));
-    obj.extend(message(raw, msg, &kind).map_err(|e| format!("{e}; send JSON or YAML"))?);
+    obj.extend(message(raw, msg, &kind)?);
     Ok(Value::Object(obj))
 }
 
@@ -362,8 +388,12 @@ mod tests {
                    "metadata": {"name": "settings", "labels": {"app": "web"}},
                    "data": {"color": "blue"}})
         );
-        assert!(decode(b"k8s\0\x0a\xff").is_err());
-        assert!(decode(b"nope").is_err());
+        assert!(matches!(
+            decode(b"k8s\0\x0a\xff"),
+            Err(DecodeError::Malformed(_))
+        ));
+        assert!(matches!(decode(b"nope"), Err(DecodeError::Malformed(_))));
+        assert!(matches!(decode(b"k8s\0"), Err(DecodeError::Malformed(_))));
     }
 
     /// JSON without the nulls Go prints for zero times (`creationTimestamp: null`).
@@ -496,6 +526,8 @@ mod tests {
     #[test]
     fn unknown_kinds_and_fields_are_refused_by_name() {
         let e = decode(&envelope("batch/v1", "Job", &ld(1, &ld(1, b"j")))).unwrap_err();
+        assert!(matches!(e, DecodeError::Unsupported(_)), "{e:?}");
+        let e = e.to_string();
         assert!(
             e.contains("\"Job\"") && e.contains("send JSON or YAML"),
             "{e}"
@@ -504,6 +536,8 @@ mod tests {
         let container = [ld(1, b"c"), ld(10, &ld(1, b"x"))].concat();
         let raw = ld(2, &ld(2, &container));
         let e = decode(&envelope("v1", "Pod", &raw)).unwrap_err();
+        assert!(matches!(e, DecodeError::Unsupported(_)), "{e:?}");
+        let e = e.to_string();
         assert!(
             e.contains("Pod.spec.containers[0]") && e.contains("field 10 of Container"),
             "{e}"
@@ -514,7 +548,12 @@ mod tests {
         assert!(decode(&envelope("v1", "Pod", &raw)).is_ok());
         // A string field sent as a varint is malformed.
         let e = decode(&envelope("v1", "Pod", &ld(1, &vi(1, 5)))).unwrap_err();
-        assert!(e.contains("Pod.metadata.name"), "{e}");
+        assert!(matches!(e, DecodeError::Malformed(_)), "{e:?}");
+        assert!(e.to_string().contains("Pod.metadata.name"), "{e}");
+        // Truncated bodies are malformed too.
+        let body = envelope("apps/v1", "Deployment", &ld(1, &ld(1, b"web")));
+        let e = decode(&body[..body.len() - 2]).unwrap_err();
+        assert!(matches!(e, DecodeError::Malformed(_)), "{e:?}");
     }
 
     #[test]
