@@ -20,6 +20,7 @@
 pub mod app;
 pub mod apply;
 pub mod auth;
+pub mod client_cert;
 pub mod controllers;
 pub mod discovery;
 pub mod error;
@@ -72,6 +73,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let tls = tls::server_config(
         config.tls_cert_file.as_deref(),
         config.tls_private_key_file.as_deref(),
+        config.client_ca_file.as_deref(),
     )
     .map_err(|e| StartError::Config(e.to_string()))?;
     let tokens = match &config.token_auth_file {

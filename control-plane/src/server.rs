@@ -58,7 +58,19 @@ async fn serve(app: Arc<App>, req: Request) -> ApiResult<Response> {
         .headers
         .get(header::AUTHORIZATION)
         .and_then(|h| h.to_str().ok());
-    if auth::authenticate(&app.tokens, auth_header, app.config.anonymous_auth) == Verdict::Denied {
+    let peer = parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<crate::client_cert::Peer>>();
+    let cert_user = peer
+        .and_then(|p| p.0.cert_user.as_ref())
+        .map(|u| u.name.as_str());
+    if auth::authenticate(
+        &app.tokens,
+        cert_user,
+        auth_header,
+        app.config.anonymous_auth,
+    ) == Verdict::Denied
+    {
         return Err(ApiError::Unauthorized);
     }
     let declared = parts
@@ -301,7 +313,9 @@ pub async fn serve_on(app: Arc<App>, listener: tokio::net::TcpListener) -> std::
     axum::serve(listener, router(app)).await
 }
 
-/// Serves HTTPS on a TLS listener until the process ends.
+/// Serves HTTPS on a TLS listener until the process ends; each request carries its
+/// connection's [`crate::client_cert::Peer`].
 pub async fn serve_tls_on(app: Arc<App>, listener: crate::tls::TlsListener) -> std::io::Result<()> {
-    axum::serve(listener, router(app)).await
+    let service = router(app).into_make_service_with_connect_info::<crate::client_cert::Peer>();
+    axum::serve(listener, service).await
 }

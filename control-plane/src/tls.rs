@@ -53,6 +53,11 @@ pub enum TlsError {
     /// Only one of the two flags was given.
     #[error("--tls-cert-file and --tls-private-key-file must be given together")]
     Incomplete,
+    /// `--client-ca-file` without the TLS flags.
+    #[error(
+        "--client-ca-file needs --tls-cert-file and --tls-private-key-file (client certificates come with TLS)"
+    )]
+    ClientCaWithoutTls,
     /// rustls refused the pair (for example a key that does not match the certificate).
     #[error("--tls-cert-file {} with --tls-private-key-file {}: {reason}", cert.display(), key.display())]
     Pair {
@@ -66,6 +71,7 @@ pub enum TlsError {
 }
 
 const CERT_FLAG: &str = "--tls-cert-file";
+const CLIENT_CA_FLAG: &str = "--client-ca-file";
 const KEY_FLAG: &str = "--tls-private-key-file";
 
 fn read(flag: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
@@ -78,9 +84,13 @@ fn read(flag: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
 
 /// The certificate chain in a PEM file, leaf first.
 pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let pem = read(CERT_FLAG, path)?;
+    certs_of(CERT_FLAG, path)
+}
+
+fn certs_of(flag: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let pem = read(flag, path)?;
     let parse = |reason: String| TlsError::Parse {
-        flag: CERT_FLAG,
+        flag,
         path: path.to_owned(),
         reason,
     };
@@ -109,12 +119,40 @@ pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     })
 }
 
-/// A rustls server config from the two flags; `None` when neither is given (plain HTTP).
+/// The client-certificate verifier of `--client-ca-file`: certificates that chain to
+/// one of its CAs are accepted; clients without one may still connect (and use a token
+/// or anonymous access), as with kube-apiserver.
+fn client_verifier(
+    path: &Path,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in certs_of(CLIENT_CA_FLAG, path)? {
+        roots.add(c).map_err(|e| TlsError::Parse {
+            flag: CLIENT_CA_FLAG,
+            path: path.to_owned(),
+            reason: format!("not a usable CA certificate: {e}"),
+        })?;
+    }
+    rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| TlsError::Parse {
+            flag: CLIENT_CA_FLAG,
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })
+}
+
+/// A rustls server config from the flags; `None` when no TLS file is given (plain
+/// HTTP).
 pub fn server_config(
     cert: Option<&Path>,
     key: Option<&Path>,
+    client_ca: Option<&Path>,
 ) -> Result<Option<Arc<ServerConfig>>, TlsError> {
     let (cert, key) = match (cert, key) {
+        (None, None) if client_ca.is_some() => return Err(TlsError::ClientCaWithoutTls),
         (None, None) => return Ok(None),
         (Some(c), Some(k)) => (c, k),
         _ => return Err(TlsError::Incomplete),
@@ -127,10 +165,14 @@ pub fn server_config(
         reason,
     };
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = ServerConfig::builder_with_provider(provider)
+    let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| pair(e.to_string()))?
-        .with_no_client_auth()
+        .map_err(|e| pair(e.to_string()))?;
+    let builder = match client_ca {
+        Some(ca) => builder.with_client_cert_verifier(client_verifier(ca, provider)?),
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder
         .with_single_cert(chain, private)
         .map_err(|e| pair(e.to_string()))?;
     // HTTP/2 as kube-apiserver offers it (kubectl picks it), HTTP/1.1 for the rest.
@@ -237,19 +279,21 @@ mod tests {
 
     #[test]
     fn no_files_means_plain_http() {
-        assert!(server_config(None, None).unwrap().is_none());
+        assert!(server_config(None, None, None).unwrap().is_none());
     }
 
     #[test]
     fn one_file_alone_is_refused() {
-        let e = server_config(Some(Path::new("/x")), None).unwrap_err();
+        let e = server_config(Some(Path::new("/x")), None, None).unwrap_err();
         assert!(matches!(e, TlsError::Incomplete), "{e}");
+        let e = server_config(None, None, Some(Path::new("/ca"))).unwrap_err();
+        assert!(matches!(e, TlsError::ClientCaWithoutTls), "{e}");
     }
 
     #[test]
     fn errors_name_the_file_and_the_flag() {
         let missing = Path::new("/nonexistent/skein/server.crt");
-        let e = server_config(Some(missing), Some(missing)).unwrap_err();
+        let e = server_config(Some(missing), Some(missing), None).unwrap_err();
         let text = e.to_string();
         assert!(
             text.contains("--tls-cert-file /nonexistent/skein/server.crt"),

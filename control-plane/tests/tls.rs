@@ -8,7 +8,7 @@ use std::path::Path;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Namespace;
 use skein_control_plane::tls;
-use support::{Api, Pki, kubeconfig_text};
+use support::{Api, Pki, kubeconfig_cert, kubeconfig_text};
 
 const TOKEN: &str = "tls-test-token";
 
@@ -215,7 +215,7 @@ fn pkcs8_rsa_and_ec_keys_load_and_a_mismatched_key_is_refused() {
     let pki = Pki::make(&dir, "198.51.100.11");
     // EC: SEC1 and PKCS#8.
     for key in [&pki.server_key, &pki.server_key_pkcs8] {
-        tls::server_config(Some(&pki.server_cert), Some(key))
+        tls::server_config(Some(&pki.server_cert), Some(key), None)
             .unwrap_or_else(|e| panic!("{}: {e}", key.display()))
             .expect("a config");
     }
@@ -252,12 +252,12 @@ fn pkcs8_rsa_and_ec_keys_load_and_a_mismatched_key_is_refused() {
     let pkcs1 = std::fs::read_to_string(dir.join("rsa.key")).unwrap();
     assert!(pkcs1.contains("BEGIN RSA PRIVATE KEY"), "{pkcs1}");
     for key in ["rsa.key", "rsa.pkcs8.key"] {
-        tls::server_config(Some(&dir.join("rsa.crt")), Some(&dir.join(key)))
+        tls::server_config(Some(&dir.join("rsa.crt")), Some(&dir.join(key)), None)
             .unwrap_or_else(|e| panic!("{key}: {e}"))
             .expect("a config");
     }
     // The EC key with the RSA certificate: refused, naming both files.
-    let e = tls::server_config(Some(&dir.join("rsa.crt")), Some(&pki.server_key))
+    let e = tls::server_config(Some(&dir.join("rsa.crt")), Some(&pki.server_key), None)
         .unwrap_err()
         .to_string();
     assert!(e.contains("rsa.crt") && e.contains("server.key"), "{e}");
@@ -269,4 +269,97 @@ fn tempfile_dir(name: &str) -> std::path::PathBuf {
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
+}
+
+#[test]
+fn client_certificates_signed_by_the_client_ca_authenticate() {
+    let api = Api::start_tls_client_ca(&["--anonymous-auth=false"], None);
+    let pki = api.pki.clone().unwrap();
+    let dir = api.bed.state_dir();
+    let good = dir.join("kubeconfig-cert");
+    std::fs::write(
+        &good,
+        kubeconfig_cert(&api.url, &pki.ca_cert, &pki.client_cert, &pki.client_key),
+    )
+    .unwrap();
+    // No token and no anonymous access: the certificate alone lets kubectl in.
+    let good_arg = good.to_str().unwrap();
+    let ns = api.kubectl(&[
+        "--kubeconfig",
+        good_arg,
+        "get",
+        "namespaces",
+        "--no-headers",
+    ]);
+    assert!(ns.contains("kube-system"), "{ns}");
+    api.kubectl(&["--kubeconfig", good_arg, "create", "namespace", "by-cert"]);
+
+    // A certificate no configured CA signed is refused in the handshake.
+    let rogue = dir.join("kubeconfig-rogue");
+    std::fs::write(
+        &rogue,
+        kubeconfig_cert(&api.url, &pki.ca_cert, &pki.rogue_cert, &pki.rogue_key),
+    )
+    .unwrap();
+    let err = api.kubectl_fails(
+        &["--kubeconfig", rogue.to_str().unwrap(), "get", "namespaces"],
+        None,
+    );
+    // TLS 1.3 checks the client certificate after the client considers the handshake
+    // done, so kubectl reports the server's alert, or the connection closing under it;
+    // never an HTTP answer.
+    assert!(
+        [
+            "unknown certificate",
+            "connection reset",
+            "EOF",
+            "broken pipe"
+        ]
+        .iter()
+        .any(|m| err.contains(m))
+            && !err.contains("Unauthorized"),
+        "{err}"
+    );
+
+    // kube-rs presents the same certificate from the kubeconfig.
+    let names = api
+        .bed
+        .node(1)
+        .in_netns(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let kc = kube::config::Kubeconfig::read_from(&good).unwrap();
+                let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                    .await
+                    .unwrap();
+                let nss: kube::Api<Namespace> =
+                    kube::Api::all(kube::Client::try_from(config).unwrap());
+                nss.list(&Default::default()).await.map(|l| {
+                    l.items
+                        .into_iter()
+                        .filter_map(|n| n.metadata.name)
+                        .collect::<Vec<_>>()
+                })
+            })
+        })
+        .unwrap()
+        .unwrap_or_else(|e| panic!("kube-rs with a client certificate: {e}"));
+    assert!(names.iter().any(|n| n == "by-cert"), "{names:?}");
+
+    // Without a certificate or token the same server answers 401.
+    let err = api.kubectl_fails(
+        &[
+            "--kubeconfig",
+            api.kubeconfig.to_str().unwrap(),
+            "--token",
+            "not-a-token",
+            "get",
+            "namespaces",
+        ],
+        None,
+    );
+    assert!(err.contains("Unauthorized"), "{err}");
 }

@@ -32,6 +32,10 @@ struct Args {
     /// TLS private key (PEM: PKCS#8, RSA or EC) of --tls-cert-file.
     #[arg(long)]
     tls_private_key_file: Option<PathBuf>,
+    /// CA bundle (PEM): client certificates it signed authenticate as their CommonName
+    /// (groups: Organizations). Needs the TLS flags.
+    #[arg(long)]
+    client_ca_file: Option<PathBuf>,
     /// Static bearer tokens, CSV lines `token,user,uid[,"group1,group2"]`.
     #[arg(long)]
     token_auth_file: Option<PathBuf>,
@@ -107,6 +111,7 @@ async fn main() -> anyhow::Result<()> {
         port: args.port,
         tls_cert_file: args.tls_cert_file,
         tls_private_key_file: args.tls_private_key_file,
+        client_ca_file: args.client_ca_file,
         token_auth_file: args.token_auth_file,
         anonymous_auth: args.anonymous_auth,
         service_cluster_ip_range: cidr,

@@ -53,17 +53,22 @@ impl Api {
 
     /// A bed and a server with extra flags; `token` goes into the kubeconfig.
     pub fn start_with(extra: &[&str], token: Option<&str>) -> Api {
-        Api::start_inner(extra, token, false)
+        Api::start_inner(extra, token, false, false)
     }
 
     /// A bed and an HTTPS server: a CA and a server certificate for node1's address are
     /// made with the openssl CLI in the bed's state dir (see [`Pki`]), the kubeconfig
     /// trusts the CA and carries `token`.
     pub fn start_tls(extra: &[&str], token: Option<&str>) -> Api {
-        Api::start_inner(extra, token, true)
+        Api::start_inner(extra, token, true, false)
     }
 
-    fn start_inner(extra: &[&str], token: Option<&str>, tls: bool) -> Api {
+    /// [`Api::start_tls`] with `--client-ca-file` set to the test CA.
+    pub fn start_tls_client_ca(extra: &[&str], token: Option<&str>) -> Api {
+        Api::start_inner(extra, token, true, true)
+    }
+
+    fn start_inner(extra: &[&str], token: Option<&str>, tls: bool, client_ca: bool) -> Api {
         require_root();
         let bed = TestBed::start(Config {
             nodes: 1,
@@ -83,6 +88,12 @@ impl Api {
                 "--tls-private-key-file".to_owned(),
                 p.server_key.display().to_string(),
             ]);
+            if client_ca {
+                extra_args.extend([
+                    "--client-ca-file".to_owned(),
+                    p.ca_cert.display().to_string(),
+                ]);
+            }
         }
         let scheme = if tls { "https" } else { "http" };
         let url = format!("{scheme}://{}:{PORT}", bed.node(1).addr);
@@ -352,6 +363,16 @@ pub fn kubeconfig_text(url: &str, ca: Option<&Path>, token: Option<&str>) -> Str
     )
 }
 
+/// A kubeconfig for `url` trusting `ca` whose user presents a client certificate.
+pub fn kubeconfig_cert(url: &str, ca: &Path, cert: &Path, key: &Path) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: skein\n  cluster:\n    server: {url}\n    certificate-authority: {}\nusers:\n- name: u\n  user:\n    client-certificate: {}\n    client-key: {}\ncontexts:\n- name: skein\n  context:\n    cluster: skein\n    user: u\n    namespace: default\ncurrent-context: skein\n",
+        ca.display(),
+        cert.display(),
+        key.display()
+    )
+}
+
 /// A test CA and a server certificate signed by it, made with the openssl CLI.
 #[derive(Debug, Clone)]
 pub struct Pki {
@@ -361,6 +382,12 @@ pub struct Pki {
     pub server_key: PathBuf,
     /// The same key as PKCS#8 (`PRIVATE KEY`).
     pub server_key_pkcs8: PathBuf,
+    /// A client certificate the CA signed: CN=admin, O=system:masters.
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+    /// A self-signed client certificate no CA vouches for.
+    pub rogue_cert: PathBuf,
+    pub rogue_key: PathBuf,
 }
 
 impl Pki {
@@ -439,6 +466,55 @@ impl Pki {
             "server.ext",
         ]);
         openssl(&["ec", "-in", "server.pkcs8.key", "-out", "server.key"]);
+        openssl(&[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "client.key",
+            "-out",
+            "client.csr",
+            "-subj",
+            "/O=system:masters/CN=admin",
+        ]);
+        std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "client.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "client.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "client.ext",
+        ]);
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "rogue.key",
+            "-out",
+            "rogue.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=admin",
+        ]);
         let key = std::fs::read_to_string(dir.join("server.key")).unwrap();
         assert!(key.contains("BEGIN EC PRIVATE KEY"), "{key}");
         Pki {
@@ -446,6 +522,10 @@ impl Pki {
             server_cert: dir.join("server.crt"),
             server_key: dir.join("server.key"),
             server_key_pkcs8: dir.join("server.pkcs8.key"),
+            client_cert: dir.join("client.crt"),
+            client_key: dir.join("client.key"),
+            rogue_cert: dir.join("rogue.crt"),
+            rogue_key: dir.join("rogue.key"),
         }
     }
 }
