@@ -155,6 +155,55 @@ fn kubectl_create_deployment_and_service_send_protobuf_that_is_decoded() {
 }
 
 #[test]
+fn kubectl_create_configmap_and_secrets_keep_binary_data_and_types() {
+    let api = Api::start();
+    let dir = api.bed.state_dir();
+    // A binary file goes to binaryData (base64), text to data.
+    let bin = dir.join("blob.bin");
+    std::fs::write(&bin, [0u8, 159, 146, 150, 255, b'\n']).unwrap();
+    let txt = dir.join("note.txt");
+    std::fs::write(&txt, "hello\n").unwrap();
+    let from_bin = format!("--from-file={}", bin.display());
+    let from_txt = format!("--from-file={}", txt.display());
+    let cm = create_and_compare(
+        &api,
+        &["create", "configmap", "files", &from_bin, &from_txt],
+        &["configmap", "files"],
+    );
+    assert_eq!(cm["binaryData"]["blob.bin"], "AJ+Slv8K", "{cm}");
+    assert_eq!(cm["data"]["note.txt"], "hello\n");
+
+    // kubernetes.io/tls and docker-registry Secrets keep their type and keys.
+    let pki = support::Pki::make(&dir.join("pki"), "198.51.100.11");
+    let cert = format!("--cert={}", pki.server_cert.display());
+    let key = format!("--key={}", pki.server_key.display());
+    let s = create_and_compare(
+        &api,
+        &["create", "secret", "tls", "web-tls", &cert, &key],
+        &["secret", "web-tls"],
+    );
+    assert_eq!(s["type"], "kubernetes.io/tls");
+    assert!(
+        s["data"]["tls.crt"].as_str().is_some_and(|v| !v.is_empty()),
+        "{s}"
+    );
+    let s = create_and_compare(
+        &api,
+        &[
+            "create",
+            "secret",
+            "docker-registry",
+            "pull",
+            "--docker-server=registry.example",
+            "--docker-username=u",
+            "--docker-password=p",
+        ],
+        &["secret", "pull"],
+    );
+    assert_eq!(s["type"], "kubernetes.io/dockerconfigjson");
+}
+
+#[test]
 fn protobuf_bodies_of_other_kinds_get_415_naming_the_kind() {
     let api = Api::start();
     // k8s\0 + Unknown{typeMeta{coordination.k8s.io/v1, Lease}, raw{metadata{name: l}}}.
