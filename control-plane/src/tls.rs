@@ -2,7 +2,9 @@
 //! rustls server config, and a [`TlsListener`] hands finished TLS connections to axum.
 //!
 //! ```text
-//! TcpListener ──accept──> task per connection: TLS handshake (bounded in time)
+//! TcpListener ──accept──> task per connection: TLS handshake (bounded in time; with
+//!                         --client-ca-file a client certificate, if sent, must chain
+//!                         to that CA)
 //!                                   └─ ok ──channel──> TlsListener::accept ──> axum::serve
 //! ```
 //!

@@ -207,6 +207,22 @@ fn kubectl_and_kube_rs_over_https_with_a_ca_and_a_token() {
         stderr.contains("--tls-private-key-file") && stderr.contains("ca.crt"),
         "{stderr}"
     );
+    let out = node
+        .command(support::server_binary())
+        .unwrap()
+        .args(["--etcd-servers", &etcd, "--bind-address", "127.0.0.1"])
+        .args(["--port", "6444"])
+        .args(["--tls-cert-file", pki.server_cert.to_str().unwrap()])
+        .args(["--tls-private-key-file", pki.server_key.to_str().unwrap()])
+        .args(["--client-ca-file", pki.server_key.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("--client-ca-file") && stderr.contains("server.key"),
+        "{stderr}"
+    );
 }
 
 #[test]
