@@ -24,10 +24,12 @@ pub struct Config {
     pub bind_address: IpAddr,
     /// Port to listen on.
     pub port: u16,
-    /// TLS certificate (PEM); TLS is not served by this build, see the README.
+    /// TLS certificate chain (PEM); with the key, the server speaks HTTPS.
     pub tls_cert_file: Option<PathBuf>,
     /// TLS key (PEM).
     pub tls_private_key_file: Option<PathBuf>,
+    /// CA bundle (PEM) whose client certificates authenticate their CommonName.
+    pub client_ca_file: Option<PathBuf>,
     /// Static bearer tokens (CSV: token,user,uid,"group1,group2").
     pub token_auth_file: Option<PathBuf>,
     /// Serve requests without credentials as `system:anonymous`.

@@ -1,5 +1,7 @@
-//! Authentication: static bearer tokens (`--token-auth-file`, kube's CSV format
-//! `token,user,uid,"group1,group2"`) and anonymous requests (`--anonymous-auth`).
+//! Authentication, in kube-apiserver's order: a verified client certificate
+//! (`--client-ca-file`, see [`crate::client_cert`]), static bearer tokens
+//! (`--token-auth-file`, kube's CSV format `token,user,uid,"group1,group2"`), then
+//! anonymous requests (`--anonymous-auth`).
 //! Every authenticated user may do everything (no authorization layer yet).
 
 use std::collections::HashMap;
@@ -133,7 +135,16 @@ pub enum Verdict {
 }
 
 /// Authenticates an `Authorization` header value.
-pub fn authenticate(tokens: &Tokens, header: Option<&str>, anonymous: bool) -> Verdict {
+/// `cert_user`: the CommonName of the connection's verified client certificate.
+pub fn authenticate(
+    tokens: &Tokens,
+    cert_user: Option<&str>,
+    header: Option<&str>,
+    anonymous: bool,
+) -> Verdict {
+    if let Some(u) = cert_user {
+        return Verdict::User(u.to_owned());
+    }
     match header {
         Some(h) => match h.strip_prefix("Bearer ").map(str::trim) {
             Some(t) => match tokens.user(t) {
@@ -175,12 +186,25 @@ mod tests {
     fn verdicts() {
         let t = Tokens::parse("tok,alice,1\n", "f").unwrap();
         assert_eq!(
-            authenticate(&t, Some("Bearer tok"), false),
+            authenticate(&t, None, Some("Bearer tok"), false),
             Verdict::User("alice".into())
         );
-        assert_eq!(authenticate(&t, Some("Bearer nope"), true), Verdict::Denied);
-        assert_eq!(authenticate(&t, Some("Basic x"), true), Verdict::Denied);
-        assert_eq!(authenticate(&t, None, true), Verdict::Anonymous);
-        assert_eq!(authenticate(&t, None, false), Verdict::Denied);
+        assert_eq!(
+            authenticate(&t, None, Some("Bearer nope"), true),
+            Verdict::Denied
+        );
+        assert_eq!(
+            authenticate(&t, None, Some("Basic x"), true),
+            Verdict::Denied
+        );
+        assert_eq!(authenticate(&t, None, None, true), Verdict::Anonymous);
+        assert_eq!(authenticate(&t, None, None, false), Verdict::Denied);
+        // A verified client certificate authenticates first, as in kube-apiserver.
+        for header in [None, Some("Bearer nope")] {
+            assert_eq!(
+                authenticate(&t, Some("admin"), header, false),
+                Verdict::User("admin".into())
+            );
+        }
     }
 }

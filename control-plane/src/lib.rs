@@ -6,7 +6,7 @@
 //! The API server:
 //!
 //! ```text
-//! kubectl / kube-rs ──HTTP──> server (auth, routing by path)
+//! kubectl / kube-rs ──HTTP(S)──> server (auth, routing by path)
 //!                               ├─ discovery, /openapi/v3, /version, /healthz
 //!                               └─ resource requests ──> registry (one entry per resource)
 //!                                    ├─ objects: admit → defaults → services (ClusterIP,
@@ -18,7 +18,9 @@
 //! ```
 
 pub mod app;
+pub mod apply;
 pub mod auth;
+pub mod client_cert;
 pub mod controllers;
 pub mod discovery;
 pub mod error;
@@ -38,6 +40,7 @@ pub mod server;
 pub mod services;
 pub mod store;
 pub mod table;
+pub mod tls;
 pub mod validate;
 pub mod watch;
 
@@ -67,11 +70,12 @@ pub enum StartError {
 
 /// Connects to etcd, bootstraps, and serves until the process ends.
 pub async fn run(config: Config) -> Result<(), StartError> {
-    if config.tls_cert_file.is_some() || config.tls_private_key_file.is_some() {
-        return Err(StartError::Config(
-            "--tls-cert-file/--tls-private-key-file: TLS serving is not implemented in this build; serve plain HTTP on a namespace-local address".into(),
-        ));
-    }
+    let tls = tls::server_config(
+        config.tls_cert_file.as_deref(),
+        config.tls_private_key_file.as_deref(),
+        config.client_ca_file.as_deref(),
+    )
+    .map_err(|e| StartError::Config(e.to_string()))?;
     let tokens = match &config.token_auth_file {
         Some(p) => auth::Tokens::load(p).map_err(|e| StartError::Config(e.to_string()))?,
         None => auth::Tokens::default(),
@@ -106,10 +110,19 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| StartError::Listen { addr, source })?;
-    tracing::info!(%addr, "serving");
-    server::serve_on(app, listener)
-        .await
-        .map_err(|source| StartError::Listen { addr, source })
+    let served = match tls {
+        Some(tls) => {
+            tracing::info!(%addr, "serving HTTPS");
+            let listener = tls::TlsListener::new(listener, tls)
+                .map_err(|source| StartError::Listen { addr, source })?;
+            server::serve_tls_on(app, listener).await
+        }
+        None => {
+            tracing::info!(%addr, "serving plain HTTP");
+            server::serve_on(app, listener).await
+        }
+    };
+    served.map_err(|source| StartError::Listen { addr, source })
 }
 
 /// Compacts etcd every interval to the revision seen at the previous tick, so history

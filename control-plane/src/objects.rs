@@ -305,7 +305,6 @@ impl App {
             "resourceVersion",
             "deletionTimestamp",
             "deletionGracePeriodSeconds",
-            "managedFields",
             "selfLink",
         ] {
             meta.remove(k);
@@ -623,8 +622,11 @@ impl App {
                 }
             }
         }
-        if let Some(m) = new["metadata"].as_object_mut() {
-            m.remove("managedFields");
+        // managedFields: as sent (server-side apply sets them), else as stored.
+        if new["metadata"].get("managedFields").is_none()
+            && let Some(mf) = cur["metadata"].get("managedFields")
+        {
+            new["metadata"]["managedFields"] = mf.clone();
         }
         let strip = |o: &Value| -> Value {
             let mut o = o.clone();
@@ -811,7 +813,8 @@ impl App {
             {
                 Some(c) => c,
                 None if apply && t.sub.is_none() => {
-                    let mut obj = p.clone();
+                    let mut obj =
+                        crate::apply::create(&p, q.get("fieldManager").unwrap_or(""), &now());
                     obj["metadata"]["name"] = json!(name);
                     let collection = Target {
                         name: None,
@@ -836,6 +839,17 @@ impl App {
                     })?
                 }
                 "application/merge-patch+json" => patch::merge_patch(&mut view, &p),
+                "application/apply-patch+yaml" if t.sub.is_none() => crate::apply::apply(
+                    &mut view,
+                    &p,
+                    q.get("fieldManager").unwrap_or(""),
+                    q.flag("force"),
+                    &now(),
+                )
+                .map_err(|e| match e {
+                    crate::apply::ApplyError::Merge(m) => ApiError::BadRequest(m),
+                    c => ApiError::Conflict(c.to_string()),
+                })?,
                 _ => patch::strategic_merge_patch(&mut view, &p).map_err(ApiError::BadRequest)?,
             }
             if t.sub.as_deref() != Some("scale") {

@@ -166,7 +166,7 @@ pub fn json_patch(target: &mut Value, ops: &Value) -> Result<(), String> {
 
 /// How a list field merges under a strategic merge patch.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum ListStrategy {
+pub(crate) enum ListStrategy {
     /// The patch list replaces the whole list (atomic lists).
     Replace,
     /// A list of primitives merged as a set (finalizers).
@@ -178,7 +178,7 @@ enum ListStrategy {
 /// The merge strategy of the list at `path` (field names from the object root; list
 /// items do not add a path element). Mirrors the patchStrategy/patchMergeKey tags of the
 /// Kubernetes types we serve.
-fn strategy(path: &[String]) -> ListStrategy {
+pub(crate) fn strategy(path: &[String]) -> ListStrategy {
     let Some(field) = path.last() else {
         return ListStrategy::Replace;
     };

@@ -163,8 +163,14 @@ pub fn decode_body(body: &[u8], media: &str) -> ApiResult<Value> {
         serde_json::from_slice(body)
             .map_err(|e| ApiError::BadRequest(format!("error decoding JSON: {e}")))?
     } else if media.contains("protobuf") {
-        crate::protobuf::decode(body)
-            .map_err(|e| ApiError::UnsupportedMediaType(format!("the body is protobuf: {e}")))?
+        crate::protobuf::decode(body).map_err(|e| match e {
+            crate::protobuf::DecodeError::Unsupported(m) => {
+                ApiError::UnsupportedMediaType(format!("the body is protobuf: {m}"))
+            }
+            crate::protobuf::DecodeError::Malformed(m) => {
+                ApiError::BadRequest(format!("error decoding protobuf: {m}"))
+            }
+        })?
     } else {
         return Err(ApiError::UnsupportedMediaType(format!(
             "the body content type must be JSON or YAML, not {media:?}"

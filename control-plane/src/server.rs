@@ -42,12 +42,13 @@ fn json_response(code: StatusCode, v: &Value, warnings: &[String]) -> Response {
 async fn handle(State(app): State<Arc<App>>, req: Request) -> Response {
     let method = req.method().clone();
     let uri = req.uri().clone();
+    let version = req.version();
     let started = std::time::Instant::now();
     let resp = match serve(app, req).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     };
-    tracing::debug!(%method, %uri, status = resp.status().as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "request");
+    tracing::debug!(%method, %uri, ?version, status = resp.status().as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "request");
     resp
 }
 
@@ -57,7 +58,19 @@ async fn serve(app: Arc<App>, req: Request) -> ApiResult<Response> {
         .headers
         .get(header::AUTHORIZATION)
         .and_then(|h| h.to_str().ok());
-    if auth::authenticate(&app.tokens, auth_header, app.config.anonymous_auth) == Verdict::Denied {
+    let peer = parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<crate::client_cert::Peer>>();
+    let cert_user = peer
+        .and_then(|p| p.0.cert_user.as_ref())
+        .map(|u| u.name.as_str());
+    if auth::authenticate(
+        &app.tokens,
+        cert_user,
+        auth_header,
+        app.config.anonymous_auth,
+    ) == Verdict::Denied
+    {
         return Err(ApiError::Unauthorized);
     }
     let declared = parts
@@ -292,5 +305,17 @@ fn parse_optional(body: &[u8], media: &str) -> ApiResult<Option<Value>> {
 
 /// Serves on a bound listener until the process ends.
 pub async fn serve_on(app: Arc<App>, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    // Small responses go out at once instead of waiting for the client's delayed ACK.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, router(app)).await
+}
+
+/// Serves HTTPS on a TLS listener until the process ends; each request carries its
+/// connection's [`crate::client_cert::Peer`].
+pub async fn serve_tls_on(app: Arc<App>, listener: crate::tls::TlsListener) -> std::io::Result<()> {
+    let service = router(app).into_make_service_with_connect_info::<crate::client_cert::Peer>();
+    axum::serve(listener, service).await
 }

@@ -5,6 +5,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use serde_json::Value;
 use support::Api;
 
 fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
@@ -272,4 +273,107 @@ fn deletion_cascades_and_namespaces_empty_before_they_go() {
     assert!(err.contains("not found"), "{err}");
     let left = api.kubectl(&["get", "configmaps,pods", "-n", "scratch", "-o", "name"]);
     assert!(left.trim().is_empty(), "{left}");
+}
+
+#[test]
+fn server_side_apply_records_managed_fields_and_prunes_what_the_manager_dropped() {
+    let api = Api::start();
+    let first = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: ssa\n  labels:\n    tier: web\nspec:\n  replicas: 2\n  selector:\n    matchLabels: {app: ssa}\n  template:\n    metadata:\n      labels: {app: ssa}\n    spec:\n      containers:\n      - name: web\n        image: nginx:1.25\n        ports:\n        - containerPort: 80\n        - containerPort: 81\n      - name: side\n        image: busybox\n";
+    let out = api.kubectl_in(&["apply", "--server-side", "-f", "-"], first);
+    assert!(out.contains("serverside-applied"), "{out}");
+    let yaml = api.kubectl(&[
+        "get",
+        "deployment",
+        "ssa",
+        "-o",
+        "yaml",
+        "--show-managed-fields",
+    ]);
+    for want in [
+        "managedFields:",
+        "manager: kubectl",
+        "operation: Apply",
+        "fieldsType: FieldsV1",
+        "f:replicas: {}",
+        "k:{\"name\":\"side\"}:",
+    ] {
+        assert!(yaml.contains(want), "{want} missing from:\n{yaml}");
+    }
+    // Without --show-managed-fields kubectl hides them, as with kube-apiserver.
+    let plain = api.kubectl(&["get", "deployment", "ssa", "-o", "yaml"]);
+    assert!(!plain.contains("managedFields"), "{plain}");
+
+    // Another writer (a merge patch, not an apply) adds an annotation.
+    api.kubectl(&["annotate", "deployment", "ssa", "note=kept"]);
+
+    // The second configuration drops the label, replicas, the side container and port 81.
+    let second = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: ssa\nspec:\n  selector:\n    matchLabels: {app: ssa}\n  template:\n    metadata:\n      labels: {app: ssa}\n    spec:\n      containers:\n      - name: web\n        image: nginx:1.27\n        ports:\n        - containerPort: 80\n";
+    api.kubectl_in(&["apply", "--server-side", "-f", "-"], second);
+    let d = api.get_json(&["deployment", "ssa"]);
+    assert!(d["metadata"]["labels"].get("tier").is_none(), "{d}");
+    assert_eq!(d["metadata"]["annotations"]["note"], "kept");
+    let cs = d["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .unwrap();
+    assert_eq!(cs.len(), 1, "{d}");
+    assert_eq!(cs[0]["image"], "nginx:1.27");
+    let ports: Vec<&Value> = cs[0]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| &p["containerPort"])
+        .collect();
+    assert_eq!(ports, [&serde_json::json!(80)], "{d}");
+    // replicas was dropped by its only owner: gone (controllers read a missing count as 1).
+    assert!(d["spec"].get("replicas").is_none(), "{d}");
+    let yaml = api.kubectl(&[
+        "get",
+        "deployment",
+        "ssa",
+        "-o",
+        "yaml",
+        "--show-managed-fields",
+    ]);
+    assert!(!yaml.contains("k:{\"name\":\"side\"}"), "{yaml}");
+    assert!(!yaml.contains("f:replicas"), "{yaml}");
+    // Another manager applying a different image conflicts with kubectl's ownership...
+    let rival = second.replace("nginx:1.27", "nginx:1.29");
+    let err = api.kubectl_fails(
+        &["apply", "--server-side", "--field-manager=rival", "-f", "-"],
+        Some(&rival),
+    );
+    assert!(
+        err.contains("conflict with \"kubectl\"")
+            && err.contains(".spec.template.spec.containers[name=\"web\"].image"),
+        "{err}"
+    );
+    let image = |api: &Api| {
+        api.get_json(&["deployment", "ssa"])["spec"]["template"]["spec"]["containers"][0]["image"]
+            .clone()
+    };
+    assert_eq!(image(&api), "nginx:1.27");
+    // ...and takes it over with --force-conflicts.
+    api.kubectl_in(
+        &[
+            "apply",
+            "--server-side",
+            "--field-manager=rival",
+            "--force-conflicts",
+            "-f",
+            "-",
+        ],
+        &rival,
+    );
+    assert_eq!(image(&api), "nginx:1.29");
+
+    // The apply entry survives a later client-side update.
+    api.kubectl(&["label", "deployment", "ssa", "extra=1"]);
+    let d = api.get_json(&["deployment", "ssa", "--show-managed-fields"]);
+    let entries = d["metadata"]["managedFields"].as_array().unwrap();
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["manager"] == "kubectl" && e["operation"] == "Apply"),
+        "{entries:?}"
+    );
 }

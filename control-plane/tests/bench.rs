@@ -1,7 +1,8 @@
 //! The API server benchmark (run by scripts/bench-apiserver.sh, never in `make test`):
 //! create/get/list latency with N objects stored (default 10,000) and watch fan-out (one
 //! change seen by 100 watchers), each beside the same operation done directly on etcd
-//! in the same run; and the server's memory with N pods stored.
+//! in the same run; and the server's memory with N pods stored. `tls_benchmark`: GET
+//! latency over HTTPS beside plain HTTP from the same server build and etcd.
 
 mod support;
 
@@ -243,4 +244,79 @@ fn apiserver_benchmark() {
         "baseline: etcd itself holds {} MiB with {n} pods + {n} raw values",
         rss_kib(etcd_pid) / 1024
     );
+}
+
+/// The latency of one GET of the bench ConfigMap through each client in turn (the same
+/// client again and again: a kept-alive connection; fresh clients, each with its own
+/// connection pool, built before timing: a new connection, so a TLS handshake, each).
+async fn gets(clients: impl Iterator<Item = kube::Client>) -> Vec<Duration> {
+    let mut out = Vec::new();
+    for c in clients {
+        let cms: kube::Api<ConfigMap> = kube::Api::namespaced(c, "default");
+        let t = Instant::now();
+        cms.get("bench-tls").await.unwrap();
+        out.push(t.elapsed());
+    }
+    out
+}
+
+#[test]
+#[ignore = "benchmark: run with scripts/bench-apiserver.sh"]
+fn tls_benchmark() {
+    const PLAIN: u16 = 6444;
+    let n: usize = std::env::var("BENCH_TLS_REQUESTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(500);
+    // kubectl asks for a password when an https user has no credentials: use a token.
+    let tokens = std::env::temp_dir().join(format!("skein-bench-tokens-{}", std::process::id()));
+    std::fs::write(&tokens, "bench-token,bench,1\n").unwrap();
+    let api = Api::start_tls(
+        &["--token-auth-file", tokens.to_str().unwrap()],
+        Some("bench-token"),
+    );
+    std::fs::remove_file(&tokens).unwrap();
+    let _plain = api.spawn_server_with(PLAIN, &[], false);
+    api.kubectl(&["create", "configmap", "bench-tls", "--from-literal=k=v"]);
+    let kubeconfig = api.kubeconfig.clone();
+    let plain_url = format!("http://{}:{PLAIN}", api.bed.node(1).addr);
+    println!("skein-apiserver TLS benchmark: {n} GETs each; milliseconds");
+    println!(
+        "{:<28} {:>10} {:>10} | {:>10} {:>10}",
+        "operation", "https p50", "https p99", "http p50", "http p99"
+    );
+    api.bed
+        .node(1)
+        .in_netns(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let kc = kube::config::Kubeconfig::read_from(&kubeconfig).unwrap();
+                let tls_config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                    .await
+                    .unwrap();
+                let plain_config = kube::Config::new(plain_url.parse().unwrap());
+                let tls = kube::Client::try_from(tls_config.clone()).unwrap();
+                let plain = kube::Client::try_from(plain_config.clone()).unwrap();
+                let same = |c: &kube::Client, k: usize| std::iter::repeat_n(c.clone(), k);
+                // Warm both paths up.
+                gets(same(&tls, 20)).await;
+                gets(same(&plain, 20)).await;
+                let mut a = gets(same(&tls, n)).await;
+                let mut b = gets(same(&plain, n)).await;
+                row("GET, kept-alive connection", &mut a, &mut b);
+                let fresh = |c: &kube::Config, k: usize| -> Vec<kube::Client> {
+                    (0..k)
+                        .map(|_| kube::Client::try_from(c.clone()).unwrap())
+                        .collect()
+                };
+                let m = n / 5;
+                let mut a = gets(fresh(&tls_config, m).into_iter()).await;
+                let mut b = gets(fresh(&plain_config, m).into_iter()).await;
+                row("GET, new connection each", &mut a, &mut b);
+            })
+        })
+        .unwrap();
 }

@@ -32,7 +32,7 @@ fn bad_input_gets_a_4xx_naming_the_problem_and_stores_nothing() {
         ("kind not matching the URL", CMS.into(), json_ct, r#"{"apiVersion":"v1","kind":"Secret","metadata":{"name":"k"}}"#.into(), 400, "BadRequest", "does not match the expected kind"),
         ("namespace not matching the URL", CMS.into(), json_ct, r#"{"metadata":{"name":"n","namespace":"other"}}"#.into(), 400, "BadRequest", "does not match the namespace"),
         ("missing namespace", "/api/v1/namespaces/nope/configmaps".into(), json_ct, r#"{"metadata":{"name":"m"}}"#.into(), 404, "NotFound", "namespaces \"nope\" not found"),
-        ("protobuf body", CMS.into(), "application/vnd.kubernetes.protobuf", "k8s\0".into(), 415, "UnsupportedMediaType", "protobuf"),
+        ("protobuf body without a kind", CMS.into(), "application/vnd.kubernetes.protobuf", "k8s\0".into(), 400, "BadRequest", "names no kind"),
         ("unknown resource", "/api/v1/namespaces/default/widgets".into(), json_ct, "{}".into(), 404, "NotFound", "could not find the requested resource"),
         ("deployment without selector", "/apis/apps/v1/namespaces/default/deployments".into(), json_ct,
             r#"{"metadata":{"name":"d"},"spec":{"template":{"spec":{"containers":[{"name":"a","image":"x"}]}}}}"#.into(), 422, "Invalid", "spec.selector"),
@@ -181,8 +181,8 @@ fn tokens_authenticate_and_everything_else_gets_401() {
         .http_auth("GET", "/api/v1/namespaces", None, Some("s3cret-token"))
         .unwrap();
     assert_eq!(code, 200, "{body}\n{}", api.log_tail());
-    // kubectl (client-go) sends tokens only to https servers, and this build serves plain
-    // HTTP, so the token path is checked with raw requests.
+    // kubectl (client-go) sends tokens only to https servers and this server is plain
+    // HTTP, so the token path is checked with raw requests here (over HTTPS in tls.rs).
     let (code, body) = api
         .http_auth("GET", "/api/v1/namespaces", None, None)
         .unwrap();

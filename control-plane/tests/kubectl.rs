@@ -33,8 +33,8 @@ fn discovery_create_get_and_delete_with_kubectl() {
     let svc = api.get_json(&["service", "kubernetes"]);
     assert_eq!(svc["spec"]["clusterIP"], "10.96.0.1");
 
-    // kubectl's generator subcommands send protobuf: decoded for namespaces, configmaps
-    // and secrets; other kinds get a 415 that says to send JSON or YAML.
+    // kubectl's generator subcommands send protobuf (deployments and services: see
+    // tests/protobuf.rs).
     api.kubectl(&["create", "namespace", "made-by-kubectl"]);
     api.kubectl(&[
         "create",
@@ -57,8 +57,6 @@ fn discovery_create_get_and_delete_with_kubectl() {
         api.get_json(&["secret", "pw"])["data"]["password"],
         "aHVudGVyMg=="
     );
-    let err = api.kubectl_fails(&["create", "deployment", "d", "--image=nginx"], None);
-    assert!(err.contains("send JSON or YAML"), "{err}");
     api.kubectl_in(&["create", "-f", "-"], CM);
     let cm = api.get_json(&["configmap", "settings"]);
     assert_eq!(cm["data"]["color"], "blue");

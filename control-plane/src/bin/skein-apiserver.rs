@@ -23,15 +23,19 @@ struct Args {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1")]
     bind_address: IpAddr,
-    /// Port to listen on (plain HTTP).
+    /// Port to listen on (HTTPS with the TLS files, else plain HTTP).
     #[arg(long, default_value_t = 6443)]
     port: u16,
-    /// TLS certificate file (PEM). Not supported by this build: refused at start.
+    /// TLS certificate chain (PEM, leaf first); with --tls-private-key-file serves HTTPS.
     #[arg(long)]
     tls_cert_file: Option<PathBuf>,
-    /// TLS private key file (PEM). Not supported by this build: refused at start.
+    /// TLS private key (PEM: PKCS#8, RSA or EC) of --tls-cert-file.
     #[arg(long)]
     tls_private_key_file: Option<PathBuf>,
+    /// CA bundle (PEM): client certificates it signed authenticate as their CommonName
+    /// (groups: Organizations). Needs the TLS flags.
+    #[arg(long)]
+    client_ca_file: Option<PathBuf>,
     /// Static bearer tokens, CSV lines `token,user,uid[,"group1,group2"]`.
     #[arg(long)]
     token_auth_file: Option<PathBuf>,
@@ -107,6 +111,7 @@ async fn main() -> anyhow::Result<()> {
         port: args.port,
         tls_cert_file: args.tls_cert_file,
         tls_private_key_file: args.tls_private_key_file,
+        client_ca_file: args.client_ca_file,
         token_auth_file: args.token_auth_file,
         anonymous_auth: args.anonymous_auth,
         service_cluster_ip_range: cidr,

@@ -6,7 +6,7 @@
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, Instant};
 
@@ -41,6 +41,8 @@ pub struct Api {
     pub token: Option<String>,
     pub server: std::sync::Mutex<Option<Daemon>>,
     extra_args: Vec<String>,
+    /// The certificates of an HTTPS server.
+    pub pki: Option<Pki>,
 }
 
 impl Api {
@@ -51,6 +53,22 @@ impl Api {
 
     /// A bed and a server with extra flags; `token` goes into the kubeconfig.
     pub fn start_with(extra: &[&str], token: Option<&str>) -> Api {
+        Api::start_inner(extra, token, false, false)
+    }
+
+    /// A bed and an HTTPS server: a CA and a server certificate for node1's address are
+    /// made with the openssl CLI in the bed's state dir (see [`Pki`]), the kubeconfig
+    /// trusts the CA and carries `token`.
+    pub fn start_tls(extra: &[&str], token: Option<&str>) -> Api {
+        Api::start_inner(extra, token, true, false)
+    }
+
+    /// [`Api::start_tls`] with `--client-ca-file` set to the test CA.
+    pub fn start_tls_client_ca(extra: &[&str], token: Option<&str>) -> Api {
+        Api::start_inner(extra, token, true, true)
+    }
+
+    fn start_inner(extra: &[&str], token: Option<&str>, tls: bool, client_ca: bool) -> Api {
         require_root();
         let bed = TestBed::start(Config {
             nodes: 1,
@@ -60,17 +78,29 @@ impl Api {
             prefix: None,
         })
         .expect("test bed");
-        let url = format!("http://{}:{PORT}", bed.node(1).addr);
+        let mut extra_args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let pki =
+            tls.then(|| Pki::make(&bed.state_dir().join("pki"), &bed.node(1).addr.to_string()));
+        if let Some(p) = &pki {
+            extra_args.extend([
+                "--tls-cert-file".to_owned(),
+                p.server_cert.display().to_string(),
+                "--tls-private-key-file".to_owned(),
+                p.server_key.display().to_string(),
+            ]);
+            if client_ca {
+                extra_args.extend([
+                    "--client-ca-file".to_owned(),
+                    p.ca_cert.display().to_string(),
+                ]);
+            }
+        }
+        let scheme = if tls { "https" } else { "http" };
+        let url = format!("{scheme}://{}:{PORT}", bed.node(1).addr);
         let kubeconfig = bed.state_dir().join("kubeconfig");
-        let user = match token {
-            Some(t) => format!("  user:\n    token: {t}\n"),
-            None => "  user: {}\n".to_owned(),
-        };
         std::fs::write(
             &kubeconfig,
-            format!(
-                "apiVersion: v1\nkind: Config\nclusters:\n- name: skein\n  cluster:\n    server: {url}\nusers:\n- name: u\n{user}contexts:\n- name: skein\n  context:\n    cluster: skein\n    user: u\n    namespace: default\ncurrent-context: skein\n"
-            ),
+            kubeconfig_text(&url, pki.as_ref().map(|p| p.ca_cert.as_path()), token),
         )
         .unwrap();
         let api = Api {
@@ -79,7 +109,8 @@ impl Api {
             url,
             token: token.map(str::to_owned),
             server: std::sync::Mutex::new(None),
-            extra_args: extra.iter().map(|s| s.to_string()).collect(),
+            extra_args,
+            pki,
         };
         api.start_server();
         api
@@ -92,6 +123,12 @@ impl Api {
 
     /// Starts one more server on `port` (same etcd) and waits until it answers.
     pub fn spawn_server(&self, port: u16) -> Daemon {
+        self.spawn_server_with(port, &self.extra_args, self.pki.is_some())
+    }
+
+    /// Starts one more server on `port` with exactly `args` as extra flags; `tls` says
+    /// whether those make it serve HTTPS (for the readiness probe).
+    pub fn spawn_server_with(&self, port: u16, args: &[String], tls: bool) -> Daemon {
         let node = self.bed.node(1);
         let mut cmd = node.command(server_binary()).unwrap();
         cmd.args(["--etcd-servers", &self.bed.etcd().members[0].client_url()])
@@ -101,13 +138,22 @@ impl Api {
                 "--port",
                 &port.to_string(),
             ])
-            .args(&self.extra_args)
+            .args(args)
             .env("RUST_LOG", "info,skein_control_plane=debug");
         let log = node.dirs.log_dir.join(format!("apiserver-{port}.log"));
         let mut d = node.spawn("skein-apiserver", cmd, &log).unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok((code, _)) = self.http_to(port, "GET", "/readyz", None, None)
+            // The server listens only once etcd answered and bootstrap is done, so for
+            // HTTPS an accepted TCP connection means ready (raw HTTP cannot probe it).
+            if tls {
+                if node
+                    .connect_tcp(SocketAddr::from((node.addr, port)), Duration::from_secs(1))
+                    .is_ok()
+                {
+                    break;
+                }
+            } else if let Ok((code, _)) = self.http_to(port, "GET", "/readyz", None, None)
                 && (code == 200 || code == 401)
             {
                 break;
@@ -300,6 +346,187 @@ impl Api {
             .join("../tests/fixtures")
             .join(name);
         p.display().to_string()
+    }
+}
+
+/// A kubeconfig for `url`, trusting `ca` when given, with `token` when given.
+pub fn kubeconfig_text(url: &str, ca: Option<&Path>, token: Option<&str>) -> String {
+    let user = match token {
+        Some(t) => format!("  user:\n    token: {t}\n"),
+        None => "  user: {}\n".to_owned(),
+    };
+    let ca = ca
+        .map(|p| format!("    certificate-authority: {}\n", p.display()))
+        .unwrap_or_default();
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: skein\n  cluster:\n    server: {url}\n{ca}users:\n- name: u\n{user}contexts:\n- name: skein\n  context:\n    cluster: skein\n    user: u\n    namespace: default\ncurrent-context: skein\n"
+    )
+}
+
+/// A kubeconfig for `url` trusting `ca` whose user presents a client certificate.
+pub fn kubeconfig_cert(url: &str, ca: &Path, cert: &Path, key: &Path) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: skein\n  cluster:\n    server: {url}\n    certificate-authority: {}\nusers:\n- name: u\n  user:\n    client-certificate: {}\n    client-key: {}\ncontexts:\n- name: skein\n  context:\n    cluster: skein\n    user: u\n    namespace: default\ncurrent-context: skein\n",
+        ca.display(),
+        cert.display(),
+        key.display()
+    )
+}
+
+/// A test CA and a server certificate signed by it, made with the openssl CLI.
+#[derive(Debug, Clone)]
+pub struct Pki {
+    pub ca_cert: PathBuf,
+    pub server_cert: PathBuf,
+    /// The server key in SEC1 form (`EC PRIVATE KEY`).
+    pub server_key: PathBuf,
+    /// The same key as PKCS#8 (`PRIVATE KEY`).
+    pub server_key_pkcs8: PathBuf,
+    /// A client certificate the CA signed: CN=admin, O=system:masters.
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+    /// A self-signed client certificate no CA vouches for.
+    pub rogue_cert: PathBuf,
+    pub rogue_key: PathBuf,
+}
+
+impl Pki {
+    /// Makes the files in `dir` for a server reached at IP address `ip`.
+    pub fn make(dir: &Path, ip: &str) -> Pki {
+        std::fs::create_dir_all(dir).unwrap();
+        let openssl = |args: &[&str]| {
+            let out = std::process::Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .expect("the openssl CLI (apt-get install openssl) makes the test certificates");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=skein-test-ca",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ]);
+        openssl(&[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "server.pkcs8.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=skein-apiserver",
+        ]);
+        std::fs::write(
+            dir.join("server.ext"),
+            format!(
+                "subjectAltName=IP:{ip}\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n"
+            ),
+        )
+        .unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+        ]);
+        openssl(&["ec", "-in", "server.pkcs8.key", "-out", "server.key"]);
+        openssl(&[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "client.key",
+            "-out",
+            "client.csr",
+            "-subj",
+            "/O=system:masters/CN=admin",
+        ]);
+        std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "client.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "client.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "client.ext",
+        ]);
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "rogue.key",
+            "-out",
+            "rogue.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=admin",
+        ]);
+        let key = std::fs::read_to_string(dir.join("server.key")).unwrap();
+        assert!(key.contains("BEGIN EC PRIVATE KEY"), "{key}");
+        Pki {
+            ca_cert: dir.join("ca.crt"),
+            server_cert: dir.join("server.crt"),
+            server_key: dir.join("server.key"),
+            server_key_pkcs8: dir.join("server.pkcs8.key"),
+            client_cert: dir.join("client.crt"),
+            client_key: dir.join("client.key"),
+            rogue_cert: dir.join("rogue.crt"),
+            rogue_key: dir.join("rogue.key"),
+        }
     }
 }
 
