@@ -297,20 +297,8 @@ impl Cluster {
                     self.start_agent(i)?;
                     agents += 1;
                 }
-                if let Some(bin) = comps.proxy.path() {
-                    let node = self.bed.node(i);
-                    let (name, addr, dirs) = (node.name.clone(), node.addr, node.dirs.clone());
-                    let mut cmd = node.command(bin)?;
-                    cmd.args(["--node-name", &name])
-                        .args(["--api-server", &layout::api_url()])
-                        .arg("--pin-dir")
-                        .arg(&dirs.bpf_pin_dir)
-                        .args(["--uplink", "eth0"])
-                        .args(["--node-ip", &addr.to_string()]);
-                    if let Some(cg) = &dirs.cgroup {
-                        cmd.arg("--cgroup-root").arg(cg);
-                    }
-                    self.spawn(&format!("{name}-proxy"), cmd)?;
+                if comps.proxy.path().is_some() {
+                    self.start_proxy(i)?;
                 }
             }
             if agents > 0 {
@@ -358,10 +346,46 @@ impl Cluster {
         Ok(())
     }
 
+    /// Starts skein-proxy on node `i` (1-based), again after [`Cluster::stop_proxy`]:
+    /// without `--cleanup` a stopped proxy leaves its programs and maps pinned, and the
+    /// new one takes them over.
+    pub fn start_proxy(&mut self, i: usize) -> anyhow::Result<()> {
+        let Some(bin) = self.comps.proxy.path().map(Path::to_owned) else {
+            bail!(
+                "skein-proxy is not usable in {}",
+                self.opts.bin_dir.display()
+            );
+        };
+        let node = self.bed.node(i);
+        let (name, addr, dirs) = (node.name.clone(), node.addr, node.dirs.clone());
+        let mut cmd = node.command(bin)?;
+        cmd.args(["--node-name", &name])
+            .args(["--api-server", &layout::api_url()])
+            .arg("--pin-dir")
+            .arg(&dirs.bpf_pin_dir)
+            .args(["--uplink", "eth0"])
+            .args(["--node-ip", &addr.to_string()]);
+        if let Some(cg) = &dirs.cgroup {
+            cmd.arg("--cgroup-root").arg(cg);
+        }
+        self.spawn(&format!("{name}-proxy"), cmd)?;
+        Ok(())
+    }
+
     /// Stops skein-agent on node `i` with SIGTERM (its pods keep running, as a
     /// kubelet's do).
     pub fn stop_agent(&mut self, i: usize) -> anyhow::Result<()> {
-        let name = format!("{}-agent", self.bed.node(i).name);
+        self.stop_node_daemon(i, "agent")
+    }
+
+    /// Stops skein-proxy on node `i` with SIGTERM (its datapath stays pinned and keeps
+    /// forwarding, as a restart needs).
+    pub fn stop_proxy(&mut self, i: usize) -> anyhow::Result<()> {
+        self.stop_node_daemon(i, "proxy")
+    }
+
+    fn stop_node_daemon(&mut self, i: usize, what: &str) -> anyhow::Result<()> {
+        let name = format!("{}-{what}", self.bed.node(i).name);
         let Some(pos) = self.daemons.iter().position(|d| d.name() == name) else {
             bail!("{name} is not running");
         };

@@ -113,6 +113,14 @@ impl Cluster {
             .unwrap_or_else(|e| panic!("stop the agent on node{i}: {e:#}"));
     }
 
+    /// Restarts skein-proxy on node `i` (SIGTERM, then a new one over the same pins).
+    pub fn restart_proxy(&mut self, i: usize) {
+        self.inner
+            .stop_proxy(i)
+            .and_then(|()| self.inner.start_proxy(i))
+            .unwrap_or_else(|e| panic!("restart the proxy on node{i}: {e:#}"));
+    }
+
     /// The log tails of every daemon, for a failing test's message.
     pub fn logs(&self) -> String {
         self.inner

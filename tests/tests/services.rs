@@ -289,9 +289,50 @@ fn clusterip_balances_tcp_and_udp_from_every_node_and_refuses_without_endpoints(
         &c,
         &service("nobody", json!({"selector": {"role": "nobody"}})),
     );
+    apply_json(&c, &service("who-headless", json!({"clusterIP": "None"})));
     let backends = ready_pods(&c, "app=who", 3);
     wait_endpoints(&c, "who", 3);
+    wait_endpoints(&c, "who-headless", 3);
     let vip = cluster_ip(&c, "who");
+
+    // What skein-proxy programmed on every node: the Service's VIP with its 3 backends,
+    // nothing for the headless one (it has ready endpoints but no VIP).
+    for node in &c.bed.nodes {
+        let listed = wait_for(
+            &format!("who's frontends in {}'s maps", node.name),
+            Duration::from_secs(20),
+            || {
+                let out = std::process::Command::new(skein_e2e::binary("skein-proxy"))
+                    .arg("list")
+                    .arg("--pin-dir")
+                    .arg(&node.dirs.bpf_pin_dir)
+                    .output()
+                    .map_err(|e| e.to_string())?;
+                let v: Value = serde_json::from_slice(&out.stdout)
+                    .map_err(|e| format!("{e}: {}", String::from_utf8_lossy(&out.stderr)))?;
+                let frontends = v["frontends"].as_array().cloned().unwrap_or_default();
+                let who = frontends
+                    .iter()
+                    .filter(|f| f["frontend"] == format!("{vip}:80"))
+                    .count();
+                if who == 1 {
+                    Ok(frontends)
+                } else {
+                    Err(format!("{v}"))
+                }
+            },
+        );
+        let group = |f: &Value| f["group"].as_str().unwrap_or("").to_owned();
+        assert!(
+            listed.iter().any(|f| group(f).starts_with("default/who")),
+            "frontends are named by their Service: {listed:?}"
+        );
+        assert!(
+            listed.iter().all(|f| !group(f).contains("who-headless")),
+            "the headless Service got a frontend on {}: {listed:?}",
+            node.name
+        );
+    }
 
     // 600 TCP connections from client pods on every node: every backend within ±20%
     // of an even share, and getpeername shows the ClusterIP.
@@ -443,8 +484,8 @@ fn echo(stream: &mut BufReader<TcpStream>, line: &str) -> Result<String, String>
 }
 
 #[test]
-fn a_nodeport_stream_survives_endpoints_going_3_to_1_to_5() {
-    let c = Cluster::start(3);
+fn a_nodeport_stream_survives_endpoints_going_3_to_1_to_5_and_a_proxy_restart() {
+    let mut c = Cluster::start(3);
     apply_json(&c, &who_daemonset());
     apply_json(&c, &service("who-np", json!({"type": "NodePort"})));
     let backends = ready_pods(&c, "app=who", 3);
@@ -522,4 +563,21 @@ fn a_nodeport_stream_survives_endpoints_going_3_to_1_to_5() {
             "the stream stays on its backend"
         );
     }
+
+    // The proxy on the entry node restarts: the pinned datapath keeps the stream going
+    // meanwhile and after, and the new daemon serves new connections.
+    c.restart_proxy(1);
+    for k in 0..5 {
+        assert_eq!(
+            echo(&mut stream, &format!("restart-{k}")).as_deref(),
+            Ok(owner.as_str()),
+            "the stream survives the proxy restart"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    wait_for(
+        "new connections through node1 after the restart",
+        Duration::from_secs(20),
+        || ask_from_outside(&c, (node_addr(1), http).into()),
+    );
 }
