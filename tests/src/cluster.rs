@@ -193,4 +193,77 @@ impl Cluster {
         a.extend_from_slice(&["-o", "json"]);
         serde_json::from_str(&self.kubectl_ok(&a)).expect("kubectl JSON")
     }
+
+    /// The pods in `namespace` matching the label `selector`, as kubectl lists them.
+    pub fn pods(&self, namespace: &str, selector: &str) -> Vec<PodView> {
+        let list = self.get_json(&["pods", "-n", namespace, "-l", selector]);
+        list["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(PodView::from_json)
+            .collect()
+    }
+
+    /// Waits until exactly `n` pods match `selector` in `namespace`, every one Ready
+    /// with an IP and none being deleted; panics with what it saw after `timeout`.
+    pub fn wait_ready_pods(
+        &self,
+        namespace: &str,
+        selector: &str,
+        n: usize,
+        timeout: Duration,
+    ) -> Vec<PodView> {
+        wait_for(
+            &format!("{n} ready pods {selector} in {namespace}"),
+            timeout,
+            || {
+                let pods = self.pods(namespace, selector);
+                let ready = pods
+                    .iter()
+                    .filter(|p| p.ready && p.ip.is_some() && !p.deleting)
+                    .count();
+                if ready == n && pods.len() == n {
+                    Ok(pods)
+                } else {
+                    Err(format!("{ready} of {n} ready: {pods:?}\n{}", self.logs()))
+                }
+            },
+        )
+    }
+}
+
+/// A pod as the tests look at it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodView {
+    /// metadata.name.
+    pub name: String,
+    /// spec.nodeName ("" while unscheduled).
+    pub node: String,
+    /// metadata.uid.
+    pub uid: String,
+    /// status.podIP.
+    pub ip: Option<std::net::Ipv4Addr>,
+    /// The Ready condition is True.
+    pub ready: bool,
+    /// metadata.deletionTimestamp is set.
+    pub deleting: bool,
+}
+
+impl PodView {
+    fn from_json(p: &serde_json::Value) -> PodView {
+        let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+        PodView {
+            name: text(&p["metadata"]["name"]),
+            node: text(&p["spec"]["nodeName"]),
+            uid: text(&p["metadata"]["uid"]),
+            ip: p["status"]["podIP"].as_str().and_then(|s| s.parse().ok()),
+            ready: p["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True"),
+            deleting: !p["metadata"]["deletionTimestamp"].is_null(),
+        }
+    }
 }

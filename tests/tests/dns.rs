@@ -136,28 +136,12 @@ fn pods_resolve_normal_headless_and_external_name_services_through_their_resolv_
     assert_eq!(eps["subsets"][0]["addresses"][0]["ip"], "198.51.100.3");
 
     c.apply(SERVICES);
-    let pod_ips = wait_for("2 ready web pods", Duration::from_secs(120), || {
-        let list = c.get_json(&["pods", "-l", "app=web"]);
-        let mut ips: Vec<String> = list["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|p| {
-                p["status"]["conditions"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
-            })
-            .filter_map(|p| p["status"]["podIP"].as_str().map(str::to_owned))
-            .collect();
-        ips.sort();
-        if ips.len() == 2 {
-            Ok(ips)
-        } else {
-            Err(format!("{ips:?}"))
-        }
-    });
+    let mut pod_ips: Vec<String> = c
+        .wait_ready_pods("default", "app=web", 2, Duration::from_secs(120))
+        .iter()
+        .filter_map(|p| p.ip.map(|ip| ip.to_string()))
+        .collect();
+    pod_ips.sort();
     let cluster_ip = c.get_json(&["service", "web"])["spec"]["clusterIP"]
         .as_str()
         .unwrap()

@@ -136,41 +136,12 @@ fn service(name: &str, spec: Value) -> Value {
     s
 }
 
-/// pod name -> node name of the Ready pods matching `selector`, once there are `n`.
+/// pod name -> node name of the `n` Ready pods matching `selector`, once they are there.
 fn ready_pods(c: &Cluster, selector: &str, n: usize) -> BTreeMap<String, String> {
-    wait_for(
-        &format!("{n} ready pods {selector}"),
-        Duration::from_secs(120),
-        || {
-            let list = c.get_json(&["pods", "-l", selector]);
-            let items = list["items"].as_array().cloned().unwrap_or_default();
-            let ready: BTreeMap<String, String> = items
-                .iter()
-                .filter(|p| {
-                    p["status"]["conditions"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
-                })
-                .map(|p| {
-                    (
-                        p["metadata"]["name"].as_str().unwrap_or("").to_owned(),
-                        p["spec"]["nodeName"].as_str().unwrap_or("").to_owned(),
-                    )
-                })
-                .collect();
-            if ready.len() == n && items.len() == n {
-                Ok(ready)
-            } else {
-                Err(format!(
-                    "{ready:?} of {} objects\n{}",
-                    items.len(),
-                    c.logs()
-                ))
-            }
-        },
-    )
+    c.wait_ready_pods("default", selector, n, Duration::from_secs(120))
+        .into_iter()
+        .map(|p| (p.name, p.node))
+        .collect()
 }
 
 /// Waits until the Service's EndpointSlices list `n` ready endpoints.

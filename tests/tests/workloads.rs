@@ -9,47 +9,6 @@ use std::time::Duration;
 
 use skein_e2e::cluster::{Cluster, wait_for};
 
-/// (name, node, uid, pod IP) of the Ready pods matching `selector` in `ns` that are not
-/// being deleted, or why not all `n` of them are there yet.
-fn ready_pods(
-    c: &Cluster,
-    ns: &str,
-    selector: &str,
-    n: usize,
-) -> Result<Vec<(String, String, String, Ipv4Addr)>, String> {
-    let list = c.get_json(&["pods", "-n", ns, "-l", selector]);
-    let items = list["items"].as_array().cloned().unwrap_or_default();
-    let mut out = Vec::new();
-    for p in items
-        .iter()
-        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
-    {
-        let ready = p["status"]["conditions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|c| c["type"] == "Ready" && c["status"] == "True");
-        let ip = p["status"]["podIP"].as_str().and_then(|s| s.parse().ok());
-        if let (true, Some(ip)) = (ready, ip) {
-            out.push((
-                p["metadata"]["name"].as_str().unwrap_or("").to_owned(),
-                p["spec"]["nodeName"].as_str().unwrap_or("").to_owned(),
-                p["metadata"]["uid"].as_str().unwrap_or("").to_owned(),
-                ip,
-            ));
-        }
-    }
-    if out.len() == n && items.len() == n {
-        Ok(out)
-    } else {
-        Err(format!(
-            "{} of {n} pods ready ({} objects): {out:?}",
-            out.len(),
-            items.len()
-        ))
-    }
-}
-
 /// Files named like an IPv4 address anywhere under `dir` (host-local's leases).
 fn ipam_leases(dir: &Path) -> BTreeSet<Ipv4Addr> {
     let mut out = BTreeSet::new();
@@ -87,12 +46,8 @@ spec:
         command: ["sleep", "3600"]
 "#,
     );
-    let pods = wait_for(
-        "one Ready nodeinfo pod per node",
-        Duration::from_secs(90),
-        || ready_pods(&c, "default", "app=nodeinfo", 3),
-    );
-    let nodes: BTreeSet<&str> = pods.iter().map(|p| p.1.as_str()).collect();
+    let pods = c.wait_ready_pods("default", "app=nodeinfo", 3, Duration::from_secs(90));
+    let nodes: BTreeSet<&str> = pods.iter().map(|p| p.node.as_str()).collect();
     assert_eq!(
         nodes,
         BTreeSet::from(["node1", "node2", "node3"]),
@@ -119,16 +74,17 @@ spec:
     );
 
     // A deleted pod comes back on the same node, as a new pod.
-    let victim = pods.iter().find(|p| p.1 == "node2").unwrap().clone();
-    c.kubectl_ok(&["delete", "pod", &victim.0]);
+    let victim = pods.iter().find(|p| p.node == "node2").unwrap().clone();
+    c.kubectl_ok(&["delete", "pod", &victim.name]);
     let again = wait_for("the node2 pod replaced", Duration::from_secs(90), || {
-        let pods = ready_pods(&c, "default", "app=nodeinfo", 3)?;
-        match pods.iter().find(|p| p.1 == "node2") {
-            Some(p) if p.2 != victim.2 => Ok(pods),
+        let pods = c.pods("default", "app=nodeinfo");
+        let settled = pods.len() == 3 && pods.iter().all(|p| p.ready && !p.deleting);
+        match pods.iter().find(|p| p.node == "node2") {
+            Some(p) if settled && p.uid != victim.uid => Ok(pods),
             _ => Err(format!("no new pod on node2 yet: {pods:?}")),
         }
     });
-    let nodes: BTreeSet<&str> = again.iter().map(|p| p.1.as_str()).collect();
+    let nodes: BTreeSet<&str> = again.iter().map(|p| p.node.as_str()).collect();
     assert_eq!(nodes.len(), 3, "still one pod per node: {again:?}");
 
     // Deleting the DaemonSet removes its pods.
@@ -185,17 +141,16 @@ metadata:
 data: {mode: test}
 "#,
     );
-    let pods = wait_for("4 Ready team pods", Duration::from_secs(90), || {
-        ready_pods(&c, "team", "app=teamapp", 4)
-    });
-    for (name, node, uid, ip) in &pods {
+    let pods = c.wait_ready_pods("team", "app=teamapp", 4, Duration::from_secs(90));
+    for p in &pods {
+        let (name, node, uid, ip) = (&p.name, &p.node, &p.uid, p.ip.unwrap());
         let n = c.bed.nodes.iter().find(|n| &n.name == node).unwrap();
         assert!(
             n.dirs.root.join("agent/pods").join(uid).exists(),
             "{name}: the agent keeps its state on {node}"
         );
         assert!(
-            ipam_leases(&n.dirs.ipam_data_dir).contains(ip),
+            ipam_leases(&n.dirs.ipam_data_dir).contains(&ip),
             "{name}: {ip} is leased on {node}"
         );
     }
@@ -224,7 +179,8 @@ data: {mode: test}
         );
     }
     // On the nodes: every pod's sandbox state, network namespace and IP are released.
-    for (name, node, uid, ip) in &pods {
+    for p in &pods {
+        let (name, node, uid, ip) = (&p.name, &p.node, &p.uid, p.ip.unwrap());
         let n = c.bed.nodes.iter().find(|n| &n.name == node).unwrap();
         wait_for(
             &format!("{name}'s sandbox and IP released on {node}"),
@@ -234,7 +190,7 @@ data: {mode: test}
                 if dir.exists() {
                     return Err(format!("{} still exists", dir.display()));
                 }
-                if ipam_leases(&n.dirs.ipam_data_dir).contains(ip) {
+                if ipam_leases(&n.dirs.ipam_data_dir).contains(&ip) {
                     return Err(format!("{ip} still leased"));
                 }
                 Ok(())
