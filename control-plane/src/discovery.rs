@@ -88,6 +88,7 @@ fn entries(r: &Resource) -> Vec<Value> {
             "scale" => ("Scale", "autoscaling", "v1", &["get", "patch", "update"]),
             "binding" => ("Binding", "", "", &["create"]),
             "log" => ("Pod", "", "", &["get"]),
+            "exec" => ("PodExecOptions", "", "", &["create", "get"]),
             "finalize" => (r.kind, "", "", &["update"]),
             _ => continue,
         };

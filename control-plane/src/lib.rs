@@ -14,6 +14,8 @@
 //!                                    ├─ list: selectors, RV semantics, limit/continue, Table
 //!                                    └─ watch: one etcd watch per resource → Hub →
 //!                                       broadcast to every client (history, bookmarks, 410)
+//!                               pods/log, pods/exec ──> the pod's node agent (logs, exec:
+//!                                    a WebSocket upgrade spliced through)
 //! lifecycle: cascading deletion by ownerReferences, namespace termination, bootstrap
 //! ```
 
@@ -24,6 +26,7 @@ pub mod client_cert;
 pub mod controllers;
 pub mod discovery;
 pub mod error;
+pub mod exec;
 pub mod kubeclient;
 pub mod lifecycle;
 pub mod list;

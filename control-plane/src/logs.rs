@@ -11,6 +11,24 @@ use crate::error::{ApiError, ApiResult};
 use crate::registry;
 use crate::request::{Query, Target};
 
+/// The node agent's address of a node: its InternalIP and the port in
+/// `status.daemonEndpoints.kubeletEndpoint` (default 10250).
+pub(crate) async fn agent_address(app: &App, node_name: &str) -> ApiResult<(String, u16)> {
+    let nodes = registry::find("", "v1", "nodes").ok_or(ApiError::NoSuchPath)?;
+    let node = app.get_obj(nodes, None, node_name).await?.obj;
+    let ip = node["status"]["addresses"]
+        .as_array()
+        .and_then(|a| a.iter().find(|x| x["type"] == "InternalIP"))
+        .and_then(|x| x["address"].as_str())
+        .ok_or_else(|| ApiError::Unavailable(format!("node {node_name} reports no InternalIP")))?
+        .to_owned();
+    let port = node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"]
+        .as_u64()
+        .and_then(|p| u16::try_from(p).ok())
+        .unwrap_or(10250);
+    Ok((ip, port))
+}
+
 /// Fetches a container's log from its node agent.
 pub async fn proxy(app: &App, t: &Target, q: &Query) -> ApiResult<Response> {
     let name = t.name.clone().unwrap_or_default();
@@ -36,17 +54,7 @@ pub async fn proxy(app: &App, t: &Target, q: &Query) -> ApiResult<Response> {
             cs[0]["name"].as_str().unwrap_or("").to_owned()
         }
     };
-    let nodes = registry::find("", "v1", "nodes").ok_or(ApiError::NoSuchPath)?;
-    let node = app.get_obj(nodes, None, &node_name).await?.obj;
-    let ip = node["status"]["addresses"]
-        .as_array()
-        .and_then(|a| a.iter().find(|x| x["type"] == "InternalIP"))
-        .and_then(|x| x["address"].as_str())
-        .ok_or_else(|| ApiError::Unavailable(format!("node {node_name} reports no InternalIP")))?
-        .to_owned();
-    let port = node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"]
-        .as_u64()
-        .unwrap_or(10250);
+    let (ip, port) = agent_address(app, &node_name).await?;
     let mut query: Vec<String> = Vec::new();
     for k in [
         "tailLines",
@@ -73,7 +81,7 @@ pub async fn proxy(app: &App, t: &Target, q: &Query) -> ApiResult<Response> {
     };
     let mut s = tokio::time::timeout(
         std::time::Duration::from_secs(5),
-        tokio::net::TcpStream::connect((ip.as_str(), port as u16)),
+        tokio::net::TcpStream::connect((ip.as_str(), port)),
     )
     .await
     .map_err(|_| {

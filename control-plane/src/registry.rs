@@ -161,7 +161,7 @@ pub static RESOURCES: &[Resource] = &[
         &["po"],
         ALL,
         true,
-        &["status", "binding", "log"],
+        &["status", "binding", "log", "exec"],
         table::POD,
         NameRule::Subdomain,
         core::Pod

@@ -219,7 +219,11 @@ mod tests {
         let t = parse_path("/api/v1/nodes/n1/status").unwrap().unwrap();
         assert_eq!(t.sub.as_deref(), Some("status"));
         assert!(parse_path("/api/v1/widgets").is_err());
-        assert!(parse_path("/api/v1/namespaces/a/pods/p/exec").is_err());
+        assert!(parse_path("/api/v1/namespaces/a/pods/p/attach").is_err());
+        let t = parse_path("/api/v1/namespaces/a/pods/p/exec")
+            .unwrap()
+            .unwrap();
+        assert_eq!(t.sub.as_deref(), Some("exec"));
         assert!(
             parse_path("/api/v1/pods/p").is_err(),
             "namespaced object needs its namespace"

@@ -53,7 +53,7 @@ async fn handle(State(app): State<Arc<App>>, req: Request) -> Response {
 }
 
 async fn serve(app: Arc<App>, req: Request) -> ApiResult<Response> {
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     let auth_header = parts
         .headers
         .get(header::AUTHORIZATION)
@@ -118,6 +118,14 @@ async fn serve(app: Arc<App>, req: Request) -> ApiResult<Response> {
     let Some(t) = request::parse_path(&path)? else {
         return Err(ApiError::NoSuchPath);
     };
+    if t.sub.as_deref() == Some("exec") && t.name.is_some() {
+        if !matches!(method, Method::GET | Method::POST) {
+            return Err(ApiError::MethodNotAllowed(format!(
+                "{method} is not supported on pods/exec"
+            )));
+        }
+        return crate::exec::proxy(&app, &t, &mut parts).await;
+    }
     resource(app, t, method, &parts.headers, q, &body).await
 }
 

@@ -14,13 +14,16 @@
 //! ```
 //!
 //! `status::pod_status` turns a runtime snapshot into a `PodStatus`; `node` builds the
-//! Node object; `logs` serves `GET /containerLogs/<namespace>/<pod>/<container>`.
+//! Node object; `logs` serves `GET /containerLogs/<namespace>/<pod>/<container>` and
+//! `exec` serves `kubectl exec` (`GET /exec/<namespace>/<pod>/<container>`, WebSocket).
 pub mod agent;
 pub mod backoff;
 pub mod cgroup;
 pub mod cni;
 pub mod container;
 mod error;
+pub mod exec;
+pub mod exec_protocol;
 pub mod logs;
 pub mod node;
 pub mod pod_dns;

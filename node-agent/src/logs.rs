@@ -5,6 +5,7 @@
 //! GET /containerLogs/<namespace>/<pod>/<container>[?previous=true][&tailLines=N][&limitBytes=N]
 //!     200 text/plain: the log of the current (or previous) instance
 //!     404 when the pod, container or log is unknown; 400 for follow=true (not supported)
+//! GET /exec/<namespace>/<pod>/<container>?command=..  (WebSocket; see `exec`)
 //! GET /healthz  → "ok"
 //! ```
 
@@ -24,6 +25,10 @@ pub fn router(rt: PodRuntime) -> Router {
         .route(
             "/containerLogs/{namespace}/{pod}/{container}",
             get(container_logs),
+        )
+        .route(
+            "/exec/{namespace}/{pod}/{container}",
+            get(crate::exec::exec).post(crate::exec::exec),
         )
         .route("/healthz", get(|| async { "ok" }))
         .with_state(rt)

@@ -32,6 +32,42 @@ pub struct ProbeTarget {
     pub env: ProcessSpec,
 }
 
+/// Starts `argv` as a container process is started: in the sandbox's namespaces (the
+/// pod's mount namespace too), the container's cgroup, env, workingDir and user, as the
+/// leader of a new session. `stdio` is stdin, stdout, stderr.
+pub fn spawn_in_pod(
+    argv: &[String],
+    t: &ProbeTarget,
+    stdio: [Stdio; 3],
+    kill_on_drop: bool,
+) -> Result<tokio::process::Child, String> {
+    let Some(program) = argv.first() else {
+        return Err("no command given".into());
+    };
+    let namespaces =
+        crate::sandbox::open_namespaces(&t.pod, &t.pause).map_err(|e| e.to_string())?;
+    let cgroup = crate::cgroup::prepare(t.cgroup.as_deref()).map_err(|e| e.to_string())?;
+    let [stdin, stdout, stderr] = stdio;
+    let mut cmd = std::process::Command::new(program);
+    cmd.args(&argv[1..])
+        .env_clear()
+        .envs(&t.env.env)
+        .stdin(stdin)
+        .stdout(stdout)
+        .stderr(stderr);
+    let cwd = t
+        .env
+        .working_dir
+        .as_deref()
+        .map(crate::sys::path_cstring)
+        .transpose()?;
+    crate::sys::join_hooks(&mut cmd, namespaces, cgroup, true, t.env.user, cwd);
+    tokio::process::Command::from(cmd)
+        .kill_on_drop(kill_on_drop)
+        .spawn()
+        .map_err(|e| format!("exec {program:?} in pod {}: {e}", t.pod))
+}
+
 /// Runs a probe; Ok(()) passes, Err says why it failed.
 pub async fn run(
     probe: &Probe,
@@ -182,27 +218,12 @@ async fn run_exec(argv: Vec<String>, t: &ProbeTarget, timeout: Duration) -> Resu
     if argv.is_empty() {
         return Err("exec probe has no command".into());
     }
-    let namespaces =
-        crate::sandbox::open_namespaces(&t.pod, &t.pause).map_err(|e| e.to_string())?;
-    let cgroup = crate::cgroup::prepare(t.cgroup.as_deref()).map_err(|e| e.to_string())?;
-    let mut cmd = std::process::Command::new(&argv[0]);
-    cmd.args(&argv[1..])
-        .env_clear()
-        .envs(&t.env.env)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let cwd = t
-        .env
-        .working_dir
-        .as_deref()
-        .map(crate::sys::path_cstring)
-        .transpose()?;
-    crate::sys::join_hooks(&mut cmd, namespaces, cgroup, true, t.env.user, cwd);
-    let mut child = tokio::process::Command::from(cmd)
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| format!("exec {:?}: {e}", argv[0]))?;
+    let mut child = spawn_in_pod(
+        &argv,
+        t,
+        [Stdio::null(), Stdio::null(), Stdio::piped()],
+        true,
+    )?;
     let pid = child.id();
     match tokio::time::timeout(timeout, child.wait()).await {
         Ok(Ok(st)) if st.success() => Ok(()),

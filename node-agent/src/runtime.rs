@@ -49,6 +49,15 @@ pub struct RuntimeConfig {
     pub dns: crate::pod_dns::DnsSettings,
 }
 
+/// Why `kubectl exec` cannot run in a container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExecTargetError {
+    /// No such pod on this node, or no such container in it.
+    NotFound(String),
+    /// The container exists but is not running (or its spec cannot run).
+    NotRunning(String),
+}
+
 /// What a worker observed about a container, beyond its record.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ContainerView {
@@ -317,6 +326,44 @@ impl PodRuntime {
         };
         let p = worker::log_path(&self.shared.state, &snap.record.pod, container, n);
         p.exists().then_some(p)
+    }
+
+    /// Where `kubectl exec` runs a command in a container of a pod on this node.
+    pub fn exec_target(
+        &self,
+        namespace: &str,
+        name: &str,
+        container: &str,
+    ) -> std::result::Result<crate::probe_run::ProbeTarget, ExecTargetError> {
+        let snap = self
+            .snapshots()
+            .into_iter()
+            .find(|s| {
+                s.record
+                    .pod
+                    .metadata
+                    .namespace
+                    .as_deref()
+                    .unwrap_or("default")
+                    == namespace
+                    && s.record.pod.metadata.name.as_deref() == Some(name)
+            })
+            .ok_or_else(|| {
+                ExecTargetError::NotFound(format!("pod {namespace}/{name} is not on this node"))
+            })?;
+        let declared = snap
+            .record
+            .pod
+            .spec
+            .as_ref()
+            .is_some_and(|s| s.containers.iter().any(|c| c.name == container));
+        if !declared {
+            return Err(ExecTargetError::NotFound(format!(
+                "container {container:?} is not valid for pod {namespace}/{name}"
+            )));
+        }
+        worker::exec_target(&self.shared, &snap.record, container)
+            .map_err(ExecTargetError::NotRunning)
     }
 
     /// Whether the container's current instance is running and logs to `log`.

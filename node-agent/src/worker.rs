@@ -790,6 +790,42 @@ impl Live {
     }
 }
 
+/// Where `kubectl exec` runs a command in a container of this record: the container's
+/// sandbox, cgroup and process spec (env, workingDir, user). Err when the container is
+/// not running.
+pub(crate) fn exec_target(
+    shared: &Shared,
+    rec: &PodRecord,
+    container: &str,
+) -> std::result::Result<ProbeTarget, String> {
+    let key = pod_key(&rec.pod);
+    let not_running = || format!("container {container:?} in pod {key} is not running");
+    let sb = rec.sandbox.as_ref().ok_or_else(not_running)?;
+    let running = rec
+        .containers
+        .get(container)
+        .is_some_and(|c| c.running.is_some());
+    let spec_c = find_container(&rec.pod, container)
+        .filter(|_| running)
+        .ok_or_else(not_running)?;
+    let env = container::process_spec(
+        &rec.pod,
+        spec_c,
+        &hostname(&rec.pod),
+        &fields(&rec.pod, sb, shared),
+    )
+    .map_err(|(_, m)| m)?;
+    let uid = rec.pod.metadata.uid.as_deref().unwrap_or_default();
+    Ok(ProbeTarget {
+        pod: key,
+        pause: sb.pause,
+        netns: sb.netns.clone(),
+        pod_ip: sb.ips.first().copied().or(shared.cfg.node_ip),
+        cgroup: shared.cgroups.container(uid, container),
+        env,
+    })
+}
+
 fn probe_of(c: &Container, kind: ProbeKind) -> Option<&Probe> {
     match kind {
         ProbeKind::Startup => c.startup_probe.as_ref(),
