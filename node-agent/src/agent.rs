@@ -58,6 +58,8 @@ pub struct AgentConfig {
     pub subnet_wait: Duration,
     /// `--log-address` and `--log-port`.
     pub log_addr: SocketAddr,
+    /// `--exec-allowed-from`: the peers that may open exec sessions.
+    pub exec_access: crate::exec_access::ExecAccess,
     /// `--lease-duration`.
     pub lease_duration: Duration,
     /// `--heartbeat-period` (lease renewal and node status).
@@ -84,7 +86,8 @@ pub async fn run(
             cfg.log_addr.to_string(),
         ))?;
     let logs = tokio::spawn({
-        let app = crate::logs::router(rt.clone());
+        let app = crate::logs::router_with_exec(rt.clone(), cfg.exec_access.clone())
+            .into_make_service_with_connect_info::<SocketAddr>();
         async move {
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::error!(error = %e, "log endpoint stopped");

@@ -6,17 +6,19 @@
 //!   → 101, then the command runs as a container process is started (probe_run::spawn_in_pod:
 //!     the sandbox's namespaces, the container's cgroup, env, workingDir, user) and its
 //!     stdio is streamed in channel frames (exec_protocol); the last frame is the status
+//!   403 a peer not in --exec-allowed-from (default: the API server's address)
 //!   404 unknown pod or container; 400 not running, bad query, not a WebSocket (SPDY)
 //! ```
 //!
 //! The command is killed (its whole session) when the client goes away. A tty is not
 //! supported: the session answers with a Failure status saying so.
 
+use std::net::SocketAddr;
 use std::process::Stdio;
+use std::sync::Arc;
 
-use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::{SinkExt, StreamExt};
@@ -25,6 +27,7 @@ use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
+use crate::exec_access::ExecAccess;
 use crate::exec_protocol::{self as proto, ExecRequest, Inbound};
 use crate::probe_run::{ProbeTarget, spawn_in_pod};
 use crate::procfs::ProcRef;
@@ -54,10 +57,30 @@ pub async fn exec(
     State(rt): State<PodRuntime>,
     Path((namespace, pod, container)): Path<(String, String, String)>,
     Query(pairs): Query<Vec<(String, String)>>,
-    headers: HeaderMap,
-    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    req: Request,
 ) -> Response {
-    let ws = match ws {
+    let (mut parts, _) = req.into_parts();
+    let access = parts
+        .extensions
+        .get::<Arc<ExecAccess>>()
+        .cloned()
+        .unwrap_or_default();
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    match peer {
+        Some(ip) if access.allows(ip) => {}
+        _ => {
+            let who = peer.map_or("an unknown peer".to_owned(), |ip| ip.to_string());
+            return text(
+                StatusCode::FORBIDDEN,
+                format!("exec from {who} is refused: --exec-allowed-from is {access}"),
+            );
+        }
+    }
+    let headers = parts.headers.clone();
+    let ws = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
         Ok(ws) => ws,
         Err(e) => {
             return text(

@@ -23,6 +23,7 @@ pub mod cni;
 pub mod container;
 mod error;
 pub mod exec;
+pub mod exec_access;
 pub mod exec_protocol;
 pub mod logs;
 pub mod node;

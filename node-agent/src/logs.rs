@@ -19,8 +19,14 @@ use axum::routing::get;
 
 use crate::runtime::PodRuntime;
 
-/// The router (serve it with `axum::serve`).
+/// The router, exec refused to everyone (serve it with `axum::serve`).
 pub fn router(rt: PodRuntime) -> Router {
+    router_with_exec(rt, crate::exec_access::ExecAccess::default())
+}
+
+/// The router with exec allowed from `exec`'s peers; serve it with the peer address
+/// (`into_make_service_with_connect_info::<SocketAddr>`).
+pub fn router_with_exec(rt: PodRuntime, exec: crate::exec_access::ExecAccess) -> Router {
     Router::new()
         .route(
             "/containerLogs/{namespace}/{pod}/{container}",
@@ -31,6 +37,7 @@ pub fn router(rt: PodRuntime) -> Router {
             get(crate::exec::exec).post(crate::exec::exec),
         )
         .route("/healthz", get(|| async { "ok" }))
+        .layer(axum::Extension(std::sync::Arc::new(exec)))
         .with_state(rt)
 }
 

@@ -10,7 +10,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use serde_json::json;
-use skein_e2e::cluster::Cluster;
+use skein_e2e::cluster::{Cluster, wait_for};
 
 /// A pod on `node` serving HTTP on :8080, with an env var and a workingDir to observe.
 fn server_pod(name: &str, node: &str) -> serde_json::Value {
@@ -136,6 +136,75 @@ fn kubectl_exec_runs_commands_inside_pods() {
     let out = kubectl_exec(&c, None, &["exec-a", "--", "python3", "-c", &script]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "200\n");
+
+    // Only the API server may open exec sessions on an agent: from a pod, the node
+    // port answers 403.
+    let probe = format!(
+        "import socket; s = socket.create_connection(('{}', 10250), timeout=10); \
+         s.sendall(b'GET /exec/default/exec-b/web?command=true&stdout=1 HTTP/1.1\\r\\nHost: x\\r\\n\
+         Connection: Upgrade\\r\\nUpgrade: websocket\\r\\nSec-WebSocket-Version: 13\\r\\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\\r\\n\
+         Sec-WebSocket-Protocol: v5.channel.k8s.io\\r\\n\\r\\n'); \
+         print(s.recv(4096).decode())",
+        c.bed.node(2).addr
+    );
+    let out = kubectl_exec(&c, None, &["exec-a", "--", "python3", "-c", &probe]);
+    let answer = text(&out.stdout);
+    assert!(
+        answer.starts_with("HTTP/1.1 403") && answer.contains("--exec-allowed-from"),
+        "{answer}{}",
+        text(&out.stderr)
+    );
+
+    // A request without a WebSocket upgrade (what a SPDY-only client sends) gets a
+    // Status saying why.
+    let out = c.kubectl(&[
+        "get",
+        "--raw",
+        "/api/v1/namespaces/default/pods/exec-a/exec?command=true&stdout=true",
+    ]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("WebSocket only") && err.contains("SPDY"),
+        "{err}"
+    );
+
+    // The client going away kills the command.
+    let mut cmd = c.control.command("kubectl").unwrap();
+    cmd.arg("--kubeconfig")
+        .arg(&c.kubeconfig)
+        .args(["exec", "exec-a", "--", "sleep", "3171"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut kubectl = cmd.spawn().expect("run kubectl exec");
+    let sleeping = || {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
+            .any(|c| c == b"sleep\x003171\x00")
+    };
+    wait_for("the exec'd sleep to run", Duration::from_secs(30), || {
+        if sleeping() {
+            Ok(())
+        } else {
+            Err("no sleep 3171".into())
+        }
+    });
+    kubectl.kill().unwrap();
+    kubectl.wait().unwrap();
+    wait_for(
+        "the exec'd sleep to be killed",
+        Duration::from_secs(30),
+        || {
+            if sleeping() {
+                Err("sleep 3171 still runs".into())
+            } else {
+                Ok(())
+            }
+        },
+    );
 
     // A missing pod: NotFound.
     let out = kubectl_exec(&c, None, &["no-such-pod", "--", "true"]);

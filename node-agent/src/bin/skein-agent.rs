@@ -11,6 +11,7 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use skein_node_agent::agent::{self, AgentConfig};
 use skein_node_agent::backoff::Backoff;
+use skein_node_agent::exec_access::ExecAccess;
 use skein_node_agent::pod_dns::DnsSettings;
 use skein_node_agent::runtime::RuntimeConfig;
 
@@ -66,6 +67,10 @@ struct Args {
     /// Port of the log endpoint (GET /containerLogs/<ns>/<pod>/<container>).
     #[arg(long, default_value_t = 10250)]
     log_port: u16,
+    /// Peers allowed to open `kubectl exec` sessions on the log port: `any`, or IPs and
+    /// CIDRs, comma-separated (default: the API server's address).
+    #[arg(long)]
+    exec_allowed_from: Option<String>,
     /// Node lease duration.
     #[arg(long, default_value = "40s", value_parser = parse_duration)]
     lease_duration: Duration,
@@ -164,6 +169,21 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .await
             .context("find the API server (give --api-server or --kubeconfig)")?,
     };
+    let exec_access = match &args.exec_allowed_from {
+        Some(s) => ExecAccess::parse(s).map_err(|e| anyhow::anyhow!("--exec-allowed-from: {e}"))?,
+        None => {
+            let url = &config.cluster_url;
+            let port = url
+                .port_u16()
+                .unwrap_or(if url.scheme_str() == Some("http") {
+                    80
+                } else {
+                    443
+                });
+            ExecAccess::api_server(url.host().unwrap_or(""), port)
+        }
+    };
+    tracing::info!(allowed_from = %exec_access, "exec endpoint");
     let client = kube::Client::try_from(config).context("API client")?;
     let pause_exe = std::env::current_exe().context("find own executable for the pause process")?;
     let cfg = AgentConfig {
@@ -176,6 +196,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         subnet_file: args.subnet_file,
         subnet_wait: args.subnet_wait,
         log_addr: SocketAddr::new(args.log_address.unwrap_or(args.node_ip), args.log_port),
+        exec_access,
         lease_duration: args.lease_duration,
         heartbeat_period: args.heartbeat_period,
         runtime: RuntimeConfig {
