@@ -229,3 +229,138 @@ fn kubectl_exec_runs_commands_inside_pods() {
         "{err}"
     );
 }
+
+/// A minimal WebSocket client: upgrades `argv[3]` on `argv[1]:argv[2]` offering the
+/// subprotocol `argv[4]`, prints the response status and chosen subprotocol, then one
+/// JSON line per binary message from the server (channel, data) until it closes.
+const WS_CLIENT: &str = r#"
+import base64, json, os, socket, sys
+host, port, path, proto = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+s = socket.create_connection((host, port), timeout=20)
+key = base64.b64encode(os.urandom(16)).decode()
+s.sendall((f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\n"
+           f"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n"
+           f"Sec-WebSocket-Protocol: {proto}\r\n\r\n").encode())
+f = s.makefile("rb")
+status = f.readline().decode().strip()
+headers = {}
+while True:
+    line = f.readline().decode().strip()
+    if not line:
+        break
+    k, v = line.split(":", 1)
+    headers[k.strip().lower()] = v.strip()
+print(json.dumps({"status": status, "protocol": headers.get("sec-websocket-protocol")}))
+if not status.startswith("HTTP/1.1 101"):
+    sys.exit(0)
+while True:
+    h = f.read(2)
+    if len(h) < 2:
+        break
+    op, n = h[0] & 0x0F, h[1] & 0x7F
+    if n == 126:
+        n = int.from_bytes(f.read(2), "big")
+    elif n == 127:
+        n = int.from_bytes(f.read(8), "big")
+    data = f.read(n)
+    if op == 8:
+        break
+    if op == 2 and data:
+        print(json.dumps({"ch": data[0], "data": data[1:].decode(errors="replace")}))
+"#;
+
+/// Runs [`WS_CLIENT`] in the control namespace (the API server's address, which the
+/// agent accepts) against node 1's agent: (status line, subprotocol, [(channel, data)]).
+fn ws_session(c: &Cluster, path: &str, proto: &str) -> (String, String, Vec<(u64, String)>) {
+    let out = c
+        .control
+        .command("python3")
+        .unwrap()
+        .args(["-c", WS_CLIENT, &c.bed.node(1).addr.to_string(), "10250"])
+        .args([path, proto])
+        .output()
+        .expect("run the WebSocket client");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let mut lines = stdout
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap());
+    let head = lines.next().expect("a response");
+    let frames = lines
+        .map(|f| {
+            (
+                f["ch"].as_u64().unwrap(),
+                f["data"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    (
+        head["status"].as_str().unwrap().to_owned(),
+        head["protocol"].as_str().unwrap_or_default().to_owned(),
+        frames,
+    )
+}
+
+#[test]
+fn agent_exec_endpoint_speaks_v4_and_refuses_tty_and_unknown_subprotocols() {
+    let c = Cluster::start(1);
+    c.apply(&server_pod("exec-a", "node1").to_string());
+    c.wait_ready_pods("default", "app=exec", 1, Duration::from_secs(120));
+    let base = "/exec/default/exec-a/web";
+
+    // v4 (no close channel): output, then the exit status on channel 3.
+    let (status, proto, frames) = ws_session(
+        &c,
+        &format!("{base}?command=sh&command=-c&command=echo%20hi%3B%20exit%202&stdout=1"),
+        "v4.channel.k8s.io",
+    );
+    assert!(status.starts_with("HTTP/1.1 101"), "{status}");
+    assert_eq!(proto, "v4.channel.k8s.io");
+    assert_eq!(frames.first(), Some(&(1, "hi\n".to_owned())), "{frames:?}");
+    let (ch, last) = frames.last().unwrap();
+    assert_eq!(*ch, 3);
+    let st: serde_json::Value = serde_json::from_str(last).unwrap();
+    assert_eq!(st["reason"], "NonZeroExitCode");
+    assert_eq!(st["details"]["causes"][0]["message"], "2");
+
+    // Both offered: v5 wins.
+    let (_, proto, frames) = ws_session(
+        &c,
+        &format!("{base}?command=true&stdout=1"),
+        "v4.channel.k8s.io, v5.channel.k8s.io",
+    );
+    assert_eq!(proto, "v5.channel.k8s.io");
+    assert_eq!(
+        frames,
+        [(3, r#"{"metadata":{},"status":"Success"}"#.to_owned())]
+    );
+
+    // A tty is refused with a status saying so.
+    let (_, _, frames) = ws_session(
+        &c,
+        &format!("{base}?command=sh&stdin=1&stdout=1&tty=1"),
+        "v5.channel.k8s.io",
+    );
+    assert_eq!(frames.len(), 1, "{frames:?}");
+    assert!(frames[0].1.contains("tty"), "{frames:?}");
+
+    // Unknown subprotocols, pods and containers are refused before the upgrade.
+    let (status, _, _) = ws_session(
+        &c,
+        &format!("{base}?command=true&stdout=1"),
+        "channel.k8s.io",
+    );
+    assert!(status.starts_with("HTTP/1.1 400"), "{status}");
+    let (status, _, _) = ws_session(
+        &c,
+        "/exec/default/nope/web?command=true&stdout=1",
+        "v5.channel.k8s.io",
+    );
+    assert!(status.starts_with("HTTP/1.1 404"), "{status}");
+    let (status, _, _) = ws_session(
+        &c,
+        "/exec/default/exec-a/nope?command=true&stdout=1",
+        "v5.channel.k8s.io",
+    );
+    assert!(status.starts_with("HTTP/1.1 404"), "{status}");
+}
