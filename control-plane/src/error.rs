@@ -56,9 +56,6 @@ pub enum ApiError {
         /// object name.
         name: String,
     },
-    /// 404 with its own message (e.g. a node agent's "container not found").
-    #[error("{0}")]
-    NotFoundMessage(String),
     /// 404 for an unknown path.
     #[error("the server could not find the requested resource")]
     NoSuchPath,
@@ -131,9 +128,7 @@ impl ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
-            ApiError::NotFound { .. } | ApiError::NotFoundMessage(_) | ApiError::NoSuchPath => {
-                StatusCode::NOT_FOUND
-            }
+            ApiError::NotFound { .. } | ApiError::NoSuchPath => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::AlreadyExists { .. } | ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Gone(_) => StatusCode::GONE,
@@ -151,9 +146,7 @@ impl ApiError {
             ApiError::BadRequest(_) => "BadRequest",
             ApiError::Unauthorized => "Unauthorized",
             ApiError::Forbidden(_) => "Forbidden",
-            ApiError::NotFound { .. } | ApiError::NotFoundMessage(_) | ApiError::NoSuchPath => {
-                "NotFound"
-            }
+            ApiError::NotFound { .. } | ApiError::NoSuchPath => "NotFound",
             ApiError::MethodNotAllowed(_) => "MethodNotAllowed",
             ApiError::AlreadyExists { .. } => "AlreadyExists",
             ApiError::Conflict(_) => "Conflict",

@@ -7,7 +7,9 @@
 //! apiserver ──GET /exec/<ns>/<pod>/<container>?<same query>  (same key, subprotocols)──> agent
 //!   agent 101 → apiserver answers 101 with the agent's accept/subprotocol headers,
 //!               then bytes flow kubectl <-> agent untouched (copy_bidirectional)
-//!   agent 4xx → a Status with the agent's message and code, before any upgrade
+//!   agent 4xx → the apiserver accepts the client's WebSocket itself and sends a Failure
+//!               Status with the agent's message on channel 3 (an HTTP error would make
+//!               kubectl fall back to SPDY and hide the reason)
 //! ```
 
 use std::time::Duration;
@@ -125,13 +127,19 @@ pub async fn proxy(app: &App, t: &Target, parts: &mut Parts) -> ApiResult<Respon
             "skein-apiserver serves pods/exec over WebSocket only (subprotocols {PROTOCOLS}); SPDY is not supported (kubectl 1.30 or newer uses WebSocket; a SPDY request follows a failed WebSocket upgrade, see the apiserver log)"
         )));
     }
-    let on_upgrade = parts
+    if parts
         .extensions
-        .remove::<hyper::upgrade::OnUpgrade>()
-        .ok_or_else(|| {
-            ApiError::BadRequest("this connection cannot be upgraded (HTTP/1.1 required)".into())
-        })?;
-    let (ip, port) = agent_address(app, &node_name).await?;
+        .get::<hyper::upgrade::OnUpgrade>()
+        .is_none()
+    {
+        return Err(ApiError::BadRequest(
+            "this connection cannot be upgraded (HTTP/1.1 required)".into(),
+        ));
+    }
+    let (ip, port) = match agent_address(app, &node_name).await {
+        Ok(a) => a,
+        Err(e) => return refuse_in_band(parts, e.code().as_u16(), e.to_string()).await,
+    };
     let path = format!(
         "/exec/{namespace}/{name}/{container}{}",
         parts
@@ -141,7 +149,7 @@ pub async fn proxy(app: &App, t: &Target, parts: &mut Parts) -> ApiResult<Respon
             .unwrap_or_default()
     );
     let agent = format!("node agent on {node_name} ({ip}:{port})");
-    let (code, headers, stream) = tokio::time::timeout(AGENT_TIMEOUT, async {
+    let answer = tokio::time::timeout(AGENT_TIMEOUT, async {
         let s = TcpStream::connect((ip.as_str(), port)).await?;
         let _ = s.set_nodelay(true);
         let mut s = BufReader::new(s);
@@ -160,20 +168,35 @@ pub async fn proxy(app: &App, t: &Target, parts: &mut Parts) -> ApiResult<Respon
         Ok::<_, std::io::Error>((code, headers, s))
     })
     .await
-    .map_err(|_| ApiError::Unavailable(format!("{agent} did not answer the exec upgrade")))?
-    .map_err(|e| ApiError::Unavailable(format!("{agent}: {e}")))?;
+    .map_err(|_| ApiError::Unavailable(format!("{agent} did not answer the exec upgrade")))
+    .and_then(|r| r.map_err(|e| ApiError::Unavailable(format!("{agent}: {e}"))));
+    let (code, headers, stream) = match answer {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::warn!(pod = %format!("{namespace}/{name}"), error = %e, "exec: no agent");
+            return refuse_in_band(parts, 503, e.to_string()).await;
+        }
+    };
     if code != 101 {
-        let mut body = String::new();
+        // The agent keeps the connection open: read the body by its length.
+        let len = headers
+            .iter()
+            .find(|(k, _)| k == "content-length")
+            .and_then(|(_, v)| v.parse::<usize>().ok())
+            .unwrap_or(0)
+            .min(64 * 1024);
+        let mut raw = vec![0u8; len];
         let mut s = stream;
-        let _ = tokio::time::timeout(AGENT_TIMEOUT, s.read_to_string(&mut body)).await;
+        let _ = tokio::time::timeout(AGENT_TIMEOUT, s.read_exact(&mut raw)).await;
+        let body = String::from_utf8_lossy(&raw);
         let msg = format!("{agent} answered {code}: {}", body.trim());
         tracing::warn!(pod = %format!("{namespace}/{name}"), %msg, "exec upgrade refused");
-        return Err(match code {
-            404 => ApiError::NotFoundMessage(msg),
-            400 => ApiError::BadRequest(msg),
-            _ => ApiError::Unavailable(msg),
-        });
+        return refuse_in_band(parts, code, msg).await;
     }
+    let on_upgrade = parts
+        .extensions
+        .remove::<hyper::upgrade::OnUpgrade>()
+        .ok_or_else(|| ApiError::Internal("the upgrade went missing".into()))?;
     let mut resp = Response::builder().status(StatusCode::SWITCHING_PROTOCOLS);
     for (k, v) in &headers {
         if matches!(
@@ -201,6 +224,44 @@ pub async fn proxy(app: &App, t: &Target, parts: &mut Parts) -> ApiResult<Respon
     });
     resp.body(axum::body::Body::empty())
         .map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+/// The status frame (channel 3) that reports an agent's refusal inside the session.
+pub fn refusal_frame(code: u16, message: &str) -> Vec<u8> {
+    let reason = match code {
+        404 => "NotFound",
+        403 => "Forbidden",
+        400 => "BadRequest",
+        _ => "ServiceUnavailable",
+    };
+    let status = serde_json::json!({
+        "metadata": {}, "status": "Failure", "message": message, "reason": reason, "code": code,
+    });
+    let mut frame = vec![3u8];
+    frame.extend_from_slice(status.to_string().as_bytes());
+    frame
+}
+
+/// The agent refused the upgrade: accept the client's WebSocket here and report the
+/// refusal as the session's status, so that kubectl prints it (an HTTP error would
+/// make it fall back to SPDY, which is not served, and hide the reason).
+async fn refuse_in_band(parts: &mut Parts, code: u16, msg: String) -> ApiResult<Response> {
+    use axum::extract::FromRequestParts;
+    use axum::extract::ws::{CloseFrame, Message, WebSocketUpgrade};
+    let ws = WebSocketUpgrade::from_request_parts(parts, &())
+        .await
+        .map_err(|e| ApiError::BadRequest(format!("{msg} (and the WebSocket upgrade: {e})")))?;
+    let frame = refusal_frame(code, &msg);
+    Ok(ws
+        .protocols(["v5.channel.k8s.io", "v4.channel.k8s.io"])
+        .on_upgrade(move |mut socket| async move {
+            let _ = socket.send(Message::Binary(frame.into())).await;
+            let close = CloseFrame {
+                code: 1000,
+                reason: "".into(),
+            };
+            let _ = socket.send(Message::Close(Some(close))).await;
+        }))
 }
 
 #[cfg(test)]
@@ -261,5 +322,16 @@ mod tests {
         assert!(h.contains(&("sec-websocket-protocol".into(), "v5.channel.k8s.io".into())));
         assert_eq!(parse_head("HTTP/1.1 404 Not Found").unwrap().0, 404);
         assert!(parse_head("SSH-2.0").is_none());
+    }
+
+    #[test]
+    fn refusals_become_a_status_frame() {
+        let f = refusal_frame(400, "container \"web\" is not running");
+        assert_eq!(f[0], 3);
+        let s: Value = serde_json::from_slice(&f[1..]).unwrap();
+        assert_eq!(s["status"], "Failure");
+        assert_eq!(s["reason"], "BadRequest");
+        assert_eq!(s["code"], 400);
+        assert!(s["message"].as_str().unwrap().contains("not running"));
     }
 }

@@ -220,6 +220,38 @@ fn kubectl_exec_runs_commands_inside_pods() {
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("nope"), "{}", text(&out.stderr));
 
+    // A container that is not running: the agent's reason reaches kubectl (in the
+    // session, so kubectl does not fall back to SPDY).
+    c.apply(
+        &json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "exec-idle"},
+            "spec": {"nodeName": "node1", "containers": [{"name": "idle", "image": "busybox"}]}
+        })
+        .to_string(),
+    );
+    wait_for(
+        "exec-idle to report why it cannot start",
+        Duration::from_secs(60),
+        || {
+            let p = c.get_json(&["pod", "exec-idle"]);
+            let reason = &p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"];
+            if reason == "CreateContainerConfigError" {
+                Ok(())
+            } else {
+                Err(p["status"].to_string())
+            }
+        },
+    );
+    let out = kubectl_exec(&c, None, &["exec-idle", "--", "true"]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("container \"idle\" in pod default/exec-idle is not running")
+            && !err.contains("SPDY"),
+        "{err}"
+    );
+
     // A command that does not exist: a clear error naming it, exit non-zero.
     let out = kubectl_exec(&c, None, &["exec-a", "--", "no-such-command", "x"]);
     assert!(!out.status.success());
