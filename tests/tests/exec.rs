@@ -335,7 +335,7 @@ fn ws_session(c: &Cluster, path: &str, proto: &str) -> (String, String, Vec<(u64
 
 #[test]
 fn agent_exec_endpoint_speaks_v4_and_refuses_tty_and_unknown_subprotocols() {
-    let c = Cluster::start(1);
+    let mut c = Cluster::start(1);
     c.apply(&server_pod("exec-a", "node1").to_string());
     c.wait_ready_pods("default", "app=exec", 1, Duration::from_secs(120));
     let base = "/exec/default/exec-a/web";
@@ -395,4 +395,15 @@ fn agent_exec_endpoint_speaks_v4_and_refuses_tty_and_unknown_subprotocols() {
         "v5.channel.k8s.io",
     );
     assert!(status.starts_with("HTTP/1.1 404"), "{status}");
+
+    // With the agent stopped (its pods keep running), kubectl says which agent it could
+    // not reach.
+    c.stop_agent(1);
+    let out = kubectl_exec(&c, None, &["exec-a", "--", "true"]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("node agent on node1") && err.contains("refused"),
+        "{err}"
+    );
 }
