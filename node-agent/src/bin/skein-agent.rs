@@ -61,10 +61,11 @@ struct Args {
     /// Capacity: most pods.
     #[arg(long, default_value_t = 110)]
     max_pods: u32,
-    /// Address the log endpoint listens on (default: --node-ip).
+    /// Address the log and exec endpoint listens on (default: --node-ip).
     #[arg(long)]
     log_address: Option<IpAddr>,
-    /// Port of the log endpoint (GET /containerLogs/<ns>/<pod>/<container>).
+    /// Port of the log and exec endpoint (GET /containerLogs/<ns>/<pod>/<container>,
+    /// GET /exec/<ns>/<pod>/<container> as a WebSocket).
     #[arg(long, default_value_t = 10250)]
     log_port: u16,
     /// Peers allowed to open `kubectl exec` sessions on the log port: `any`, or IPs and
