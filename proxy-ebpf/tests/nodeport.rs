@@ -328,27 +328,14 @@ fn udp_nodeport_external_ips_and_client_ip_affinity_at_tc() {
 #[test]
 fn a_reused_client_port_is_balanced_afresh_after_its_backend_left() {
     let mut c = Cluster::start(1);
-    let mut eps = Vec::new();
-    for j in 1..=2 {
-        let p = c.add_pod(1, j);
-        serve_tcp(
-            &c.pods[p].netns,
-            SocketAddr::from((c.pods[p].ip, 8080)),
-            &format!("b{j}"),
-        );
-        eps.push((c.pods[p].ip, 1));
-    }
+    let eps = two_backends(&mut c, serve_tcp);
     let set = |eps: &[(Ipv4Addr, usize)]| json!({"services": [service("re", Some(VIP), 80, "TCP", Some(30300), eps, 8080)]});
     c.apply(1, &set(&eps));
     let first = c.outside_client(&["tcp", "198.51.100.11", "30300", "1", "40500"]);
     let was = first[0].split_whitespace().next().unwrap().to_owned();
     assert!(was == "b1" || was == "b2", "{first:?}");
     // The backend that served leaves the Service (its process keeps running).
-    let keep: Vec<_> = eps
-        .iter()
-        .copied()
-        .filter(|(ip, _)| format!("b{}", ip.octets()[3] - 10) != was)
-        .collect();
+    let keep = without(&eps, &was);
     c.apply(1, &set(&keep));
     // Same client port again, after the old entry went idle: the new set serves it.
     std::thread::sleep(Duration::from_millis(3500));
@@ -364,16 +351,7 @@ fn a_reused_client_port_is_balanced_afresh_after_its_backend_left() {
 #[test]
 fn a_udp_flow_leaves_a_backend_that_left_at_once() {
     let mut c = Cluster::start(1);
-    let mut eps = Vec::new();
-    for j in 1..=2 {
-        let p = c.add_pod(1, j);
-        serve_udp(
-            &c.pods[p].netns,
-            SocketAddr::from((c.pods[p].ip, 8080)),
-            &format!("b{j}"),
-        );
-        eps.push((c.pods[p].ip, 1));
-    }
+    let eps = two_backends(&mut c, serve_udp);
     let set = |eps: &[(Ipv4Addr, usize)]| json!({"services": [service("udp", Some(VIP), 53, "UDP", Some(30353), eps, 8080)]});
     c.apply(1, &set(&eps));
     // One client port, as a resolver with a fixed source port: the flow keeps its backend.
@@ -384,11 +362,7 @@ fn a_udp_flow_leaves_a_backend_that_left_at_once() {
     assert!(first.iter().all(|l| l.starts_with(&was)), "{first:?}");
     // The backend that served leaves the Service (its process keeps answering): the
     // flow's very next datagram goes to the one left, without waiting for any timeout.
-    let keep: Vec<_> = eps
-        .iter()
-        .copied()
-        .filter(|(ip, _)| format!("b{}", ip.octets()[3] - 10) != was)
-        .collect();
+    let keep = without(&eps, &was);
     c.apply(1, &set(&keep));
     let again = ask();
     for l in &again {
@@ -399,4 +373,30 @@ fn a_udp_flow_leaves_a_backend_that_left_at_once() {
             "the flow stayed on the backend that left: {again:?}"
         );
     }
+}
+
+/// Two pods on node1 answering as "b1" and "b2" on :8080 with `serve`; their endpoints.
+fn two_backends(
+    c: &mut Cluster,
+    serve: fn(&skein_netns::NetNs, SocketAddr, &str),
+) -> Vec<(Ipv4Addr, usize)> {
+    (1..=2)
+        .map(|j| {
+            let p = c.add_pod(1, j);
+            serve(
+                &c.pods[p].netns,
+                SocketAddr::from((c.pods[p].ip, 8080)),
+                &format!("b{j}"),
+            );
+            (c.pods[p].ip, 1)
+        })
+        .collect()
+}
+
+/// `eps` without the backend that answered as `who` ("b<j>" is the pod at .(10+j)).
+fn without(eps: &[(Ipv4Addr, usize)], who: &str) -> Vec<(Ipv4Addr, usize)> {
+    eps.iter()
+        .copied()
+        .filter(|(ip, _)| format!("b{}", ip.octets()[3] - 10) != who)
+        .collect()
 }

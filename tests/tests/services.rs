@@ -354,7 +354,7 @@ fn clusterip_balances_tcp_and_udp_from_every_node_and_refuses_without_endpoints(
         "the deleted Service to stop answering",
         Duration::from_secs(30),
         || {
-            let name = format!("gone-client-{}", rand_suffix());
+            let name = format!("gone-client-{}", next_suffix());
             let out = client_pod(&c, &name, "node1", &["refused", &vip]);
             if out["result"] == "connected" {
                 Err(format!("{out}"))
@@ -366,7 +366,7 @@ fn clusterip_balances_tcp_and_udp_from_every_node_and_refuses_without_endpoints(
 }
 
 /// A short suffix for pod names that must not repeat within a test run.
-fn rand_suffix() -> usize {
+fn next_suffix() -> usize {
     static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
