@@ -15,6 +15,8 @@
  *   skein_revnat  reply 5-tuple             -> the tuple to restore on the reply path (tc)
  *   skein_cfg     0                         -> node address for SNAT
  *   skein_conns   group                     -> new connections counted (per CPU)
+ *   skein_podnet  0                         -> pod routing: cluster network, node subnet, bridge
+ *   skein_pods    pod IPv4                  -> its host-side veth and MAC (learned at tc)
  */
 #pragma once
 
@@ -118,6 +120,25 @@ struct skein_cfg {
 	__u32 pad;
 };
 
+/* Pod routing (off while `enabled` is 0): pod-to-pod packets between nodes skip the
+ * bridge and the nodes' forwarding path. Addresses and masks in network byte order. */
+struct skein_route_cfg {
+	__u32 enabled;
+	__u32 bridge_ifindex;    /* the pods' bridge (cni0) */
+	__be32 cluster_net;      /* the cluster's pod network (flannel's Network) */
+	__be32 cluster_mask;
+	__be32 node_net;         /* this node's pod subnet (the bridge's address) */
+	__be32 node_mask;
+};
+
+/* A local pod as its own packets show it: the host-side veth they came in on and the
+ * pod's MAC. */
+struct skein_pod {
+	__u32 ifindex;
+	__u8 mac[6];
+	__u16 pad;
+};
+
 #define SKEIN_SVC_KEY_SIZE 8
 #define SKEIN_SVC_VALUE_SIZE 12
 #define SKEIN_BE_KEY_SIZE 8
@@ -131,6 +152,8 @@ struct skein_cfg {
 #define SKEIN_CT_VALUE_SIZE 24
 #define SKEIN_REVNAT_VALUE_SIZE 24
 #define SKEIN_CFG_SIZE 8
+#define SKEIN_ROUTE_CFG_SIZE 24
+#define SKEIN_POD_SIZE 12
 
 _Static_assert(sizeof(struct skein_svc_key) == SKEIN_SVC_KEY_SIZE, "svc key");
 _Static_assert(sizeof(struct skein_svc_value) == SKEIN_SVC_VALUE_SIZE, "svc value");
@@ -145,6 +168,8 @@ _Static_assert(sizeof(struct skein_tuple) == SKEIN_TUPLE_SIZE, "tuple");
 _Static_assert(sizeof(struct skein_ct_value) == SKEIN_CT_VALUE_SIZE, "ct value");
 _Static_assert(sizeof(struct skein_revnat_value) == SKEIN_REVNAT_VALUE_SIZE, "revnat value");
 _Static_assert(sizeof(struct skein_cfg) == SKEIN_CFG_SIZE, "cfg");
+_Static_assert(sizeof(struct skein_route_cfg) == SKEIN_ROUTE_CFG_SIZE, "route cfg");
+_Static_assert(sizeof(struct skein_pod) == SKEIN_POD_SIZE, "pod");
 
 #ifndef SKEIN_LAYOUT_ONLY
 
@@ -231,6 +256,22 @@ struct {
 	__type(value, __u64);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } skein_conns SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct skein_route_cfg);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} skein_podnet SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __be32);
+	__type(value, struct skein_pod);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} skein_pods SEC(".maps");
 
 static __always_inline void skein_count_conn(__u32 group)
 {

@@ -9,7 +9,19 @@
  *               when the backend is on another node; record ct + revnat
  *           then: SNAT'd -> route the rewritten packet (fib lookup + redirect);
  *                 local backend -> up the node's stack (its conntrack sees the flow)
+ *           anything else -> pod routing (below), else up the node's stack
  * egress:   reply of a local backend (skein_revnat) -> source back to the frontend
+ *
+ * Pod routing (skein_podnet.enabled): what the bridge and the node's forwarding would do
+ * for pod-to-pod traffic between nodes, done here in one step.
+ *   pod veth ingress (skein_tc_pod): learn the pod (IP -> veth, MAC); a packet to a pod
+ *       of another node (cluster network, not this node's subnet) is routed by a FIB
+ *       lookup straight to the device the route names (uplink or flannel.<VNI>).
+ *   uplink ingress: a packet from a pod to a pod of this node, whose learned veth and
+ *       MAC the FIB and the bridge's neighbour still confirm, goes straight into the
+ *       pod's namespace (bpf_redirect_peer).
+ * Everything else (the node itself, the outside, Services, masquerade) takes the normal
+ * path, and so does a pod not learned yet.
  */
 #include "skein_common.h"
 
@@ -20,6 +32,7 @@
 #define IP_CSUM_OFF (ETH_HLEN + 10)
 #define IP_SRC_OFF (ETH_HLEN + 12)
 #define IP_DST_OFF (ETH_HLEN + 16)
+#define IP_TTL_OFF (ETH_HLEN + 8)
 #define L4_OFF (ETH_HLEN + 20)
 #define TCP_CSUM_OFF (L4_OFF + 16)
 #define UDP_CSUM_OFF (L4_OFF + 6)
@@ -126,6 +139,84 @@ static __always_inline int skein_route(struct __sk_buff *skb, const struct skein
 	return TC_ACT_OK;
 }
 
+static __always_inline int skein_in(__be32 addr, __be32 net, __be32 mask)
+{
+	return (addr & mask) == net;
+}
+
+static __always_inline int skein_mac_eq(const __u8 *a, const __u8 *b)
+{
+	return a[0] == b[0] && a[1] == b[1] && a[2] == b[2] && a[3] == b[3] && a[4] == b[4] &&
+	       a[5] == b[5];
+}
+
+/* The hop the node's forwarding would have made: TTL down by one (checksum fixed), new
+ * destination and source MACs. */
+static __always_inline int skein_hop(struct __sk_buff *skb, const __u8 *dmac, const __u8 *smac)
+{
+	__be16 old, new;
+	if (bpf_skb_load_bytes(skb, IP_TTL_OFF, &old, 2))
+		return -1;
+	new = old - bpf_htons(0x0100);
+	if (bpf_l3_csum_replace(skb, IP_CSUM_OFF, old, new, 2) ||
+	    bpf_skb_store_bytes(skb, IP_TTL_OFF, &new, 2, 0) ||
+	    bpf_skb_store_bytes(skb, 0, dmac, 6, 0) || bpf_skb_store_bytes(skb, 6, smac, 6, 0))
+		return -1;
+	return 0;
+}
+
+/* Uplink ingress, after the Service checks: a pod-to-pod packet for a pod of this node
+ * goes straight into its namespace, when the routing table still sends that address to
+ * the bridge, the bridge's neighbour entry has the learned MAC and the learned veth still
+ * exists. Otherwise the normal path (TC_ACT_OK). */
+static __always_inline int skein_to_pod(struct __sk_buff *skb)
+{
+	__u32 zero = 0;
+	struct skein_route_cfg *rc = bpf_map_lookup_elem(&skein_podnet, &zero);
+	if (!rc || !rc->enabled)
+		return TC_ACT_OK;
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	if ((void *)(eth + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP))
+		return TC_ACT_OK;
+	struct iphdr *ip = (void *)(eth + 1);
+	if ((void *)(ip + 1) > data_end || ip->ttl <= 1)
+		return TC_ACT_OK;
+	__be32 saddr = ip->saddr, daddr = ip->daddr;
+	if (!skein_in(daddr, rc->node_net, rc->node_mask) ||
+	    !skein_in(saddr, rc->cluster_net, rc->cluster_mask) ||
+	    skein_in(saddr, rc->node_net, rc->node_mask))
+		return TC_ACT_OK;
+	struct skein_pod *pod = bpf_map_lookup_elem(&skein_pods, &daddr);
+	if (!pod)
+		return TC_ACT_OK;
+	struct skein_pod to = *pod;
+
+	struct bpf_fib_lookup fib = {};
+	fib.family = AF_INET;
+	fib.ipv4_src = saddr;
+	fib.ipv4_dst = daddr;
+	fib.ifindex = skb->ingress_ifindex;
+	if (bpf_fib_lookup(skb, &fib, sizeof(fib), 0) != BPF_FIB_LKUP_RET_SUCCESS ||
+	    fib.ifindex != rc->bridge_ifindex || !skein_mac_eq(fib.dmac, to.mac))
+		return TC_ACT_OK;
+	/* The learned veth must still exist (a pod gone, its address not re-learned yet):
+	 * a lookup from a device that is gone fails with -ENODEV. */
+	struct bpf_fib_lookup alive = {};
+	alive.family = AF_INET;
+	alive.ipv4_src = saddr;
+	alive.ipv4_dst = daddr;
+	alive.ifindex = to.ifindex;
+	if (bpf_fib_lookup(skb, &alive, sizeof(alive), BPF_FIB_LOOKUP_OUTPUT) < 0) {
+		bpf_map_delete_elem(&skein_pods, &daddr);
+		return TC_ACT_OK;
+	}
+	if (skein_hop(skb, to.mac, fib.smac))
+		return TC_ACT_SHOT;
+	return bpf_redirect_peer(to.ifindex, 0);
+}
+
 static __always_inline __u32 skein_flow_hash(const struct skein_tuple *t)
 {
 	/* The destination address is left out: every node picks the same backend for a
@@ -220,7 +311,7 @@ int skein_tc_ingress(struct __sk_buff *skb)
 	struct skein_tuple t = {};
 	int syn = 0;
 	if (skein_parse(skb, &t, &syn))
-		return TC_ACT_OK;
+		return skein_to_pod(skb);
 
 	struct skein_revnat_value *rn = bpf_map_lookup_elem(&skein_revnat, &t);
 	if (rn) {
@@ -243,7 +334,7 @@ int skein_tc_ingress(struct __sk_buff *skb)
 	} else {
 		int rc = skein_new_flow(skb, &t, &ctv);
 		if (rc > 0)
-			return TC_ACT_OK;
+			return skein_to_pod(skb);
 		if (rc < 0)
 			return TC_ACT_SHOT;
 	}
@@ -283,6 +374,56 @@ int skein_tc_egress(struct __sk_buff *skb)
 	if (skein_rewrite(skb, &t, &to))
 		return TC_ACT_SHOT;
 	return TC_ACT_OK;
+}
+
+/* Ingress of a pod's host-side veth (pod routing): learns the pod, and routes a packet
+ * for a pod of another node straight to the device its route names. */
+SEC("classifier")
+int skein_tc_pod(struct __sk_buff *skb)
+{
+	__u32 zero = 0;
+	struct skein_route_cfg *rc = bpf_map_lookup_elem(&skein_podnet, &zero);
+	if (!rc || !rc->enabled)
+		return TC_ACT_OK;
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	if ((void *)(eth + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP))
+		return TC_ACT_OK;
+	struct iphdr *ip = (void *)(eth + 1);
+	if ((void *)(ip + 1) > data_end)
+		return TC_ACT_OK;
+	__be32 saddr = ip->saddr, daddr = ip->daddr;
+	/* Only a source in this node's pod subnet is a pod (anything else, spoofed or not,
+	 * is left to the node's stack). */
+	if (!skein_in(saddr, rc->node_net, rc->node_mask))
+		return TC_ACT_OK;
+	struct skein_pod *known = bpf_map_lookup_elem(&skein_pods, &saddr);
+	if (!known || known->ifindex != skb->ingress_ifindex ||
+	    !skein_mac_eq(known->mac, eth->h_source)) {
+		struct skein_pod learned = { .ifindex = skb->ingress_ifindex };
+		__builtin_memcpy(learned.mac, eth->h_source, 6);
+		bpf_map_update_elem(&skein_pods, &saddr, &learned, BPF_ANY);
+	}
+	if (ip->ttl <= 1 || !skein_in(daddr, rc->cluster_net, rc->cluster_mask) ||
+	    skein_in(daddr, rc->node_net, rc->node_mask))
+		return TC_ACT_OK;
+
+	struct bpf_fib_lookup fib = {};
+	fib.family = AF_INET;
+	fib.tos = ip->tos;
+	fib.l4_protocol = ip->protocol;
+	/* A GSO packet is segmented for the device later: no MTU check on its total length. */
+	fib.tot_len = skb->gso_size ? 0 : bpf_ntohs(ip->tot_len);
+	fib.ipv4_src = saddr;
+	fib.ipv4_dst = daddr;
+	fib.ifindex = rc->bridge_ifindex;
+	if (bpf_fib_lookup(skb, &fib, sizeof(fib), 0) != BPF_FIB_LKUP_RET_SUCCESS ||
+	    fib.ifindex == rc->bridge_ifindex)
+		return TC_ACT_OK;
+	if (skein_hop(skb, fib.dmac, fib.smac))
+		return TC_ACT_SHOT;
+	return bpf_redirect(fib.ifindex, 0);
 }
 
 char _license[] SEC("license") = "GPL";

@@ -234,6 +234,7 @@ fn bench(sizes: &[usize]) {
         cgroup: Some(cg1.clone()),
         uplink: None,
         node_ip: None,
+        pod_routing: None,
     };
     let node = NodeContext {
         node_name: "node1".into(),

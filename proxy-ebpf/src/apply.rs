@@ -23,6 +23,8 @@ pub struct ApplySummary {
     pub backends: usize,
     /// Time spent writing maps.
     pub write_micros: u128,
+    /// Pod routing: the pod veths the program is attached to (`None` = off).
+    pub pod_ports: Option<usize>,
 }
 
 /// Installs the datapath described by `cfg` and makes the maps hold exactly `set`.
@@ -32,6 +34,7 @@ pub fn apply_set(
     set: &ServiceSet,
 ) -> Result<ApplySummary, Error> {
     let report = install(cfg)?;
+    let pod_ports = crate::datapath::setup_pod_routing(cfg)?.map(|r| r.attached());
     let mut maps = BpfMaps::open(&cfg.pin_dir)?;
     let current = maps.read_state()?;
     let mut r = Reconciler::new(node, &current);
@@ -50,5 +53,6 @@ pub fn apply_set(
         services,
         backends,
         write_micros,
+        pod_ports,
     })
 }

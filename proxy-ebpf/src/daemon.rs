@@ -115,6 +115,9 @@ struct Engine {
 
 /// How often a failed write is repaired by a full resync.
 const REPAIR_PERIOD: std::time::Duration = std::time::Duration::from_secs(10);
+/// How often pod routing looks for new pods' veths (a pod not seen yet takes the
+/// bridge path meanwhile).
+const POD_PORTS_PERIOD: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Engine {
     fn write(&mut self, ops: &[Op], started: Instant) {
@@ -206,6 +209,10 @@ pub async fn run(client: kube::Client, cfg: DaemonConfig) -> Result<(), Error> {
         attached = ?report.attached, kept = ?report.kept, replaced = ?report.replaced,
         pin_dir = %cfg.install.pin_dir.display(), "datapath installed"
     );
+    let mut pod_router = datapath::setup_pod_routing(&cfg.install)?;
+    if let Some(r) = &pod_router {
+        tracing::info!(bridge = ?cfg.install.pod_routing, ports = r.attached(), "pod routing on");
+    }
     let maps = BpfMaps::open(&cfg.install.pin_dir)?;
     let current = maps.read_state()?;
     let metrics = Arc::new(Metrics::default());
@@ -241,10 +248,21 @@ pub async fn run(client: kube::Client, cfg: DaemonConfig) -> Result<(), Error> {
     let mut store = Store::default();
 
     let mut repair = tokio::time::interval(REPAIR_PERIOD);
+    let mut pod_ports = tokio::time::interval(POD_PORTS_PERIOD);
     loop {
         let ev = tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
+            _ = pod_ports.tick(), if pod_router.is_some() => {
+                if let Some(r) = pod_router.as_mut() {
+                    match r.sync() {
+                        Ok(0) => {}
+                        Ok(n) => tracing::debug!(new = n, ports = r.attached(), "pod routing: new pods"),
+                        Err(e) => tracing::warn!(error = %e, "pod routing: attach to new pods"),
+                    }
+                }
+                continue;
+            }
             _ = repair.tick() => {
                 if engine.dirty && store.svc_listed && store.slices_listed {
                     engine.resync(&store, Instant::now());

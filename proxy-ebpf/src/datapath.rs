@@ -49,6 +49,9 @@ pub struct InstallConfig {
     pub uplink: Option<String>,
     /// This node's address, the SNAT source for remote backends.
     pub node_ip: Option<Ipv4Addr>,
+    /// Pod routing between nodes in eBPF (off = `None`: the bridge and the node's
+    /// forwarding carry pod traffic).
+    pub pod_routing: Option<PodRouting>,
 }
 
 /// What `install` did.
@@ -509,4 +512,214 @@ impl MapWriter for BpfMaps {
             Op::DelName(k) => ignore_missing(self.names.remove(k)).map_err(Error::map(MAP_NAMES)),
         }
     }
+}
+
+/// Pod routing: which bridge the pods hang off and the cluster's pod network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodRouting {
+    /// The pods' bridge (`cni0`); its IPv4 address names this node's pod subnet.
+    pub bridge: String,
+    /// The cluster's pod network (flannel's `Network`), address and prefix length.
+    pub cluster: (Ipv4Addr, u8),
+}
+
+/// Attaches `skein_tc_pod` to the ingress of every port of the pods' bridge (the pods'
+/// host-side veths) and keeps the pod routing config in `skein_podnet`. The attachments
+/// are tc filters (netlink), which live as long as the veth: a deleted pod takes its
+/// own with it. [`PodRouter::sync`] picks up pods started since.
+pub struct PodRouter {
+    tc: Ebpf,
+    routing: PodRouting,
+    attached: std::collections::HashSet<u32>,
+}
+
+impl std::fmt::Debug for PodRouter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PodRouter")
+            .field("routing", &self.routing)
+            .field("attached", &self.attached)
+            .finish()
+    }
+}
+
+fn nl_err(what: String) -> impl FnOnce(skein_netns::netlink::NetlinkError) -> Error {
+    move |e| Error::Config(format!("{what}: {e}"))
+}
+
+impl PodRouter {
+    /// Loads the program (maps from `pin_dir`, where [`install`] pinned them), writes the
+    /// config for `routing`'s bridge, and attaches to the bridge's ports.
+    pub fn start(pin_dir: &Path, routing: PodRouting) -> Result<PodRouter, Error> {
+        let mut nl = skein_netns::netlink::Netlink::open()
+            .map_err(nl_err("open netlink".to_owned()))?;
+        let bridge = nl
+            .link(&routing.bridge)
+            .map_err(nl_err(format!("look up {}", routing.bridge)))?
+            .ok_or_else(|| {
+                Error::Config(format!(
+                    "pod routing: bridge {} does not exist (the CNI plugin makes it with the first pod)",
+                    routing.bridge
+                ))
+            })?;
+        let subnet = nl
+            .addresses(Some(bridge.index))
+            .map_err(nl_err(format!("addresses of {}", routing.bridge)))?
+            .into_iter()
+            .find_map(|a| match a.addr {
+                std::net::IpAddr::V4(v4) => Some((v4, a.prefix_len)),
+                _ => None,
+            })
+            .ok_or_else(|| {
+                Error::Config(format!(
+                    "pod routing: bridge {} has no IPv4 address (the pods' gateway)",
+                    routing.bridge
+                ))
+            })?;
+        let mut tc = load("tc_nodeport.o", TC_OBJ, pin_dir)?;
+        {
+            let map = tc
+                .map_mut(MAP_PODNET)
+                .ok_or_else(|| Error::Config(format!("map {MAP_PODNET} missing")))?;
+            let mut arr: Array<&mut MapData, PodNetCfg> =
+                Array::try_from(map).map_err(Error::map(MAP_PODNET))?;
+            arr.set(0, PodNetCfg::new(bridge.index, routing.cluster, subnet), 0)
+                .map_err(Error::map(MAP_PODNET))?;
+        }
+        let prog: &mut SchedClassifier = tc
+            .program_mut(PROG_TC_POD)
+            .ok_or_else(|| Error::Config(format!("program {PROG_TC_POD} missing")))?
+            .try_into()
+            .map_err(|e| Error::Program {
+                program: PROG_TC_POD,
+                source: Box::new(e),
+            })?;
+        prog.load().map_err(|e| Error::Program {
+            program: PROG_TC_POD,
+            source: Box::new(e),
+        })?;
+        let mut router = PodRouter {
+            tc,
+            routing,
+            attached: Default::default(),
+        };
+        router.sync()?;
+        Ok(router)
+    }
+
+    /// Attaches to ports that joined the bridge since the last call (replacing a filter
+    /// an earlier run left there); returns how many.
+    pub fn sync(&mut self) -> Result<usize, Error> {
+        let mut nl = skein_netns::netlink::Netlink::open()
+            .map_err(nl_err("open netlink".to_owned()))?;
+        let links = nl.links().map_err(nl_err("list links".to_owned()))?;
+        let Some(bridge) = links.iter().find(|l| l.name == self.routing.bridge) else {
+            return Ok(0);
+        };
+        let ports: Vec<_> = links
+            .iter()
+            .filter(|l| l.master == Some(bridge.index))
+            .collect();
+        self.attached
+            .retain(|i| ports.iter().any(|p| p.index == *i));
+        let prog: &mut SchedClassifier = self
+            .tc
+            .program_mut(PROG_TC_POD)
+            .and_then(|p| p.try_into().ok())
+            .ok_or_else(|| Error::Config(format!("program {PROG_TC_POD} missing")))?;
+        let mut added = 0;
+        for port in ports {
+            if self.attached.contains(&port.index) {
+                continue;
+            }
+            // A port that vanished meanwhile (a pod deleted) is not an error.
+            let _ = aya::programs::tc::qdisc_add_clsact(&port.name);
+            let _ = aya::programs::tc::qdisc_detach_program(
+                &port.name,
+                TcAttachType::Ingress,
+                PROG_TC_POD,
+            );
+            let attached = prog.attach_with_options(
+                &port.name,
+                TcAttachType::Ingress,
+                aya::programs::tc::TcAttachOptions::Netlink(Default::default()),
+            );
+            match attached {
+                Ok(id) => {
+                    // The filter stays when this process ends (until the veth goes):
+                    // the link handle is let go without detaching.
+                    if let Ok(link) = prog.take_link(id) {
+                        std::mem::forget(link);
+                    }
+                    self.attached.insert(port.index);
+                    added += 1;
+                }
+                Err(e) => {
+                    let gone = nl.link(&port.name).ok().flatten().is_none();
+                    if !gone {
+                        return Err(Error::Attach {
+                            program: PROG_TC_POD,
+                            target: port.name.clone(),
+                            source: Box::new(e),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(added)
+    }
+
+    /// The ports the program is attached to.
+    pub fn attached(&self) -> usize {
+        self.attached.len()
+    }
+}
+
+/// Removes `skein_tc_pod` from every link of the current namespace (cleanup, and pod
+/// routing turned off): the filters outlive the proxy otherwise.
+pub fn detach_pod_routing() -> Result<usize, Error> {
+    let mut nl =
+        skein_netns::netlink::Netlink::open().map_err(nl_err("open netlink".to_owned()))?;
+    let mut removed = 0;
+    for link in nl.links().map_err(nl_err("list links".to_owned()))? {
+        if link.master.is_some()
+            && aya::programs::tc::qdisc_detach_program(&link.name, TcAttachType::Ingress, PROG_TC_POD)
+                .is_ok()
+        {
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+/// Starts pod routing when `cfg` asks for it (after [`install`]); otherwise turns off
+/// what an earlier run with pod routing left (the config and the veth filters).
+pub fn setup_pod_routing(cfg: &InstallConfig) -> Result<Option<PodRouter>, Error> {
+    match &cfg.pod_routing {
+        Some(routing) => {
+            if cfg.uplink.is_none() {
+                return Err(Error::Config(
+                    "pod routing needs the uplink programs (give --uplink)".into(),
+                ));
+            }
+            PodRouter::start(&cfg.pin_dir, routing.clone()).map(Some)
+        }
+        None => {
+            disable_pod_routing(&cfg.pin_dir)?;
+            detach_pod_routing()?;
+            Ok(None)
+        }
+    }
+}
+
+/// Turns pod routing off in the maps (the programs pass everything to the stack).
+pub fn disable_pod_routing(pin_dir: &Path) -> Result<(), Error> {
+    let path = pin_dir.join(MAP_PODNET);
+    if !path.exists() {
+        return Ok(());
+    }
+    let data = MapData::from_pin(&path).map_err(Error::map(MAP_PODNET))?;
+    let mut arr: Array<MapData, PodNetCfg> =
+        Array::try_from(Map::Array(data)).map_err(Error::map(MAP_PODNET))?;
+    arr.set(0, PodNetCfg::default(), 0)
+        .map_err(Error::map(MAP_PODNET))
 }

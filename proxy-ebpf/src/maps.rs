@@ -27,6 +27,10 @@ pub const MAP_REVNAT: &str = "skein_revnat";
 pub const MAP_CFG: &str = "skein_cfg";
 /// New connections per group, per CPU.
 pub const MAP_CONNS: &str = "skein_conns";
+/// Pod routing config (cluster network, node subnet, bridge).
+pub const MAP_PODNET: &str = "skein_podnet";
+/// Local pods learned at tc: IPv4 -> host-side veth and MAC.
+pub const MAP_PODS: &str = "skein_pods";
 /// Every map the proxy pins, for cleanup.
 pub const ALL_MAPS: &[&str] = &[
     MAP_SVC,
@@ -39,6 +43,8 @@ pub const ALL_MAPS: &[&str] = &[
     MAP_REVNAT,
     MAP_CFG,
     MAP_CONNS,
+    MAP_PODNET,
+    MAP_PODS,
 ];
 
 /// Program names (function names in the C sources).
@@ -53,6 +59,8 @@ pub const PROG_GETPEERNAME4: &str = "skein_getpeername4";
 pub const PROG_TC_INGRESS: &str = "skein_tc_ingress";
 /// tc egress on the uplink.
 pub const PROG_TC_EGRESS: &str = "skein_tc_egress";
+/// tc ingress on each pod's host-side veth (pod routing).
+pub const PROG_TC_POD: &str = "skein_tc_pod";
 
 /// Maglev table size (prime), `SKEIN_MAGLEV_M`.
 pub const MAGLEV_M: usize = 1021;
@@ -257,6 +265,47 @@ pub struct NodeCfg {
     pub pad: u32,
 }
 
+/// `struct skein_route_cfg`: pod routing, on when `enabled` is 1.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PodNetCfg {
+    pub enabled: u32,
+    pub bridge_ifindex: u32,
+    pub cluster_net: [u8; 4],
+    pub cluster_mask: [u8; 4],
+    pub node_net: [u8; 4],
+    pub node_mask: [u8; 4],
+}
+
+impl PodNetCfg {
+    /// On, for the pods of `bridge` (`node`, this node's subnet) in `cluster`.
+    pub fn new(bridge_ifindex: u32, cluster: (Ipv4Addr, u8), node: (Ipv4Addr, u8)) -> Self {
+        let net = |(addr, len): (Ipv4Addr, u8)| {
+            let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+            ((u32::from(addr) & mask).to_be_bytes(), mask.to_be_bytes())
+        };
+        let (cluster_net, cluster_mask) = net(cluster);
+        let (node_net, node_mask) = net(node);
+        PodNetCfg {
+            enabled: 1,
+            bridge_ifindex,
+            cluster_net,
+            cluster_mask,
+            node_net,
+            node_mask,
+        }
+    }
+}
+
+/// `struct skein_pod`: a learned local pod.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PodEntry {
+    pub ifindex: u32,
+    pub mac: [u8; 6],
+    pub pad: u16,
+}
+
 // SAFETY: every type below is #[repr(C)], made only of integers and byte arrays, with
 // explicit padding fields (the size tests prove there is no implicit padding), so any
 // bit pattern is valid and all bytes are initialised.
@@ -283,6 +332,10 @@ unsafe impl aya::Pod for SockRnKey {}
 unsafe impl aya::Pod for SockRnValue {}
 // SAFETY: as above.
 unsafe impl aya::Pod for NodeCfg {}
+// SAFETY: as above.
+unsafe impl aya::Pod for PodNetCfg {}
+// SAFETY: as above.
+unsafe impl aya::Pod for PodEntry {}
 
 #[cfg(test)]
 mod tests {
@@ -323,6 +376,8 @@ mod tests {
         assert_eq!(size_of::<SockRnKey>(), c_size("SOCK_RN_KEY_SIZE"));
         assert_eq!(size_of::<SockRnValue>(), c_size("SOCK_RN_VALUE_SIZE"));
         assert_eq!(size_of::<NodeCfg>(), c_size("CFG_SIZE"));
+        assert_eq!(size_of::<PodNetCfg>(), c_size("ROUTE_CFG_SIZE"));
+        assert_eq!(size_of::<PodEntry>(), c_size("POD_SIZE"));
         assert_eq!(MAGLEV_M, c_size("MAGLEV_M"));
         assert_eq!(MAX_GROUPS as usize, c_size("MAX_GROUPS"));
     }
@@ -336,6 +391,21 @@ mod tests {
         let b = Backend::new(Ipv4Addr::new(10, 244, 1, 5), 8080, true);
         assert_eq!(b.port, 8080u16.to_be_bytes());
         assert_eq!(b.flags, BE_F_LOCAL);
+    }
+
+    #[test]
+    fn pod_network_config_holds_networks_and_masks() {
+        let c = PodNetCfg::new(
+            7,
+            (Ipv4Addr::new(10, 244, 0, 0), 16),
+            (Ipv4Addr::new(10, 244, 3, 1), 24),
+        );
+        assert_eq!((c.enabled, c.bridge_ifindex), (1, 7));
+        assert_eq!(c.cluster_net, [10, 244, 0, 0]);
+        assert_eq!(c.cluster_mask, [255, 255, 0, 0]);
+        // The bridge's own address names the subnet; the host bits are cleared.
+        assert_eq!(c.node_net, [10, 244, 3, 0]);
+        assert_eq!(c.node_mask, [255, 255, 255, 0]);
     }
 
     #[test]

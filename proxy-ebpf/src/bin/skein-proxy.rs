@@ -80,6 +80,31 @@ struct DatapathArgs {
     /// This node's address (NodePort frontends, SNAT) [default: the uplink's first IPv4].
     #[arg(long)]
     node_ip: Option<Ipv4Addr>,
+    /// Route pod-to-pod traffic between nodes in eBPF, past the pods' bridge and the
+    /// node's forwarding (needs --cluster-cidr; off = the kernel path).
+    #[arg(long, requires = "cluster_cidr")]
+    pod_routing: bool,
+    /// The pods' bridge for --pod-routing.
+    #[arg(long, default_value = "cni0")]
+    pod_bridge: String,
+    /// The cluster's pod network for --pod-routing (flannel's Network), e.g. 10.244.0.0/16.
+    #[arg(long, value_parser = parse_cidr)]
+    cluster_cidr: Option<(Ipv4Addr, u8)>,
+}
+
+fn parse_cidr(s: &str) -> std::result::Result<(Ipv4Addr, u8), String> {
+    let (addr, len) = s
+        .split_once('/')
+        .ok_or_else(|| format!("{s:?} is not a CIDR (address/prefix length)"))?;
+    let addr: Ipv4Addr = addr
+        .parse()
+        .map_err(|e| format!("{s:?}: bad IPv4 address: {e}"))?;
+    let len: u8 = len
+        .parse()
+        .ok()
+        .filter(|l| *l <= 32)
+        .ok_or_else(|| format!("{s:?}: the prefix length must be 0-32"))?;
+    Ok((addr, len))
 }
 
 impl DatapathArgs {
@@ -96,6 +121,13 @@ impl DatapathArgs {
                 cgroup: self.cgroup_root.clone(),
                 uplink,
                 node_ip,
+                pod_routing: match (self.pod_routing, self.cluster_cidr) {
+                    (true, Some(cluster)) => Some(datapath::PodRouting {
+                        bridge: self.pod_bridge.clone(),
+                        cluster,
+                    }),
+                    _ => None,
+                },
             },
             NodeContext {
                 node_name: self.node.node_name()?,
@@ -165,6 +197,7 @@ fn main() -> Result<()> {
         Some(Command::List { node }) => list(&node),
         Some(Command::Cleanup { node }) => {
             let dir = node.pin_dir()?;
+            datapath::detach_pod_routing().context("detach pod routing")?;
             datapath::cleanup(&dir).with_context(|| format!("clean up {}", dir.display()))
         }
         None => daemon(cli.daemon),
@@ -191,6 +224,7 @@ fn apply(a: ApplyArgs) -> Result<()> {
             "services": s.services,
             "backends": s.backends,
             "write_micros": s.write_micros,
+            "pod_ports": s.pod_ports,
         })
     );
     Ok(())
