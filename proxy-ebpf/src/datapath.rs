@@ -550,8 +550,8 @@ impl PodRouter {
     /// Loads the program (maps from `pin_dir`, where [`install`] pinned them), writes the
     /// config for `routing`'s bridge, and attaches to the bridge's ports.
     pub fn start(pin_dir: &Path, routing: PodRouting) -> Result<PodRouter, Error> {
-        let mut nl = skein_netns::netlink::Netlink::open()
-            .map_err(nl_err("open netlink".to_owned()))?;
+        let mut nl =
+            skein_netns::netlink::Netlink::open().map_err(nl_err("open netlink".to_owned()))?;
         let bridge = nl
             .link(&routing.bridge)
             .map_err(nl_err(format!("look up {}", routing.bridge)))?
@@ -609,8 +609,8 @@ impl PodRouter {
     /// Attaches to ports that joined the bridge since the last call (replacing a filter
     /// an earlier run left there); returns how many.
     pub fn sync(&mut self) -> Result<usize, Error> {
-        let mut nl = skein_netns::netlink::Netlink::open()
-            .map_err(nl_err("open netlink".to_owned()))?;
+        let mut nl =
+            skein_netns::netlink::Netlink::open().map_err(nl_err("open netlink".to_owned()))?;
         let links = nl.links().map_err(nl_err("list links".to_owned()))?;
         let Some(bridge) = links.iter().find(|l| l.name == self.routing.bridge) else {
             return Ok(0);
@@ -682,8 +682,12 @@ pub fn detach_pod_routing() -> Result<usize, Error> {
     let mut removed = 0;
     for link in nl.links().map_err(nl_err("list links".to_owned()))? {
         if link.master.is_some()
-            && aya::programs::tc::qdisc_detach_program(&link.name, TcAttachType::Ingress, PROG_TC_POD)
-                .is_ok()
+            && aya::programs::tc::qdisc_detach_program(
+                &link.name,
+                TcAttachType::Ingress,
+                PROG_TC_POD,
+            )
+            .is_ok()
         {
             removed += 1;
         }
