@@ -6,4 +6,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 CARGO=${CARGO:-cargo}
 $CARGO build -q -p skein-flanneld --bin flanneld --example bench
-FLANNELD_BIN="$PWD/target/debug/flanneld" exec "$PWD/target/debug/examples/bench"
+$CARGO build -q -p skein-proxy --bin skein-proxy
+SKEIN_PROXY_BIN="$PWD/target/debug/skein-proxy" FLANNELD_BIN="$PWD/target/debug/flanneld" exec "$PWD/target/debug/examples/bench"

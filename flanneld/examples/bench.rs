@@ -189,6 +189,60 @@ fn run() -> R<()> {
         pct(rows[3].1, rows[4].1)
     );
 
+    // The same pods with skein-proxy's pod routing (eBPF past the bridge and the nodes'
+    // forwarding), when SKEIN_PROXY_BIN names the binary.
+    if let Ok(proxy) = std::env::var("SKEIN_PROXY_BIN") {
+        let empty = bed.state_dir().join("no-services.json");
+        std::fs::write(&empty, r#"{"services":[]}"#).map_err(s)?;
+        for (i, cidr) in [
+            (1usize, "10.244.0.0/16"),
+            (2, "10.244.0.0/16"),
+            (3, "10.245.0.0/16"),
+            (4, "10.245.0.0/16"),
+        ] {
+            let n = bed.node(i);
+            let mut cmd = n.command(&proxy).map_err(s)?;
+            cmd.args(["apply", "--node-name", &format!("node{i}"), "--pin-dir"])
+                .arg(&n.dirs.bpf_pin_dir)
+                .arg("--from-file")
+                .arg(&empty)
+                .args(["--pod-routing", "--cluster-cidr", cidr]);
+            skein_testbed::run_checked(&mut cmd).map_err(s)?;
+        }
+        let routed: [(&str, &Host, &Host); 3] = [
+            (
+                "node-to-node (fabric, underlay limit)",
+                &bed.node(5).host,
+                &bed.node(6).host,
+            ),
+            ("vxlan pod-to-pod + pod routing", &pods[0], &pods[1]),
+            ("host-gw pod-to-pod + pod routing", &pods[2], &pods[3]),
+        ];
+        let mut g: Vec<Vec<f64>> = vec![Vec::new(); routed.len()];
+        for _ in 0..DATA_ROUNDS {
+            for (k, (_, a, b)) in routed.iter().enumerate() {
+                g[k].push(iperf(a, b)?);
+            }
+        }
+        println!(
+            "\n== with skein-proxy --pod-routing (median of {DATA_ROUNDS} interleaved rounds) =="
+        );
+        let mut med = Vec::new();
+        for (k, (name, _, _)) in routed.iter().enumerate() {
+            let m = median(&mut g[k]);
+            println!(
+                "{name:<40} {m:>12.2} {:>14}",
+                format!("{:.2}-{:.2}", g[k][0], g[k][g[k].len() - 1])
+            );
+            med.push(m);
+        }
+        println!(
+            "host-gw + pod routing / node-to-node = {:.0}% (goal >= 95%); vxlan + pod routing / kernel VXLAN (above) = {:.0}%",
+            pct(med[2], med[0]),
+            pct(med[1], rows[1].1)
+        );
+    }
+
     // Convergence: lease put in etcd -> route on every other vxlan node.
     let (tx, rx) = mpsc::channel::<(usize, String, Instant)>();
     let mut monitors: Vec<Child> = Vec::new();
