@@ -17,9 +17,9 @@
  *   pod veth ingress (skein_tc_pod): learn the pod (IP -> veth, MAC); a packet to a pod
  *       of another node (cluster network, not this node's subnet) is routed by a FIB
  *       lookup straight to the device the route names (uplink or flannel.<VNI>).
- *   uplink ingress: a packet from a pod to a pod of this node, whose learned veth and
- *       MAC the FIB and the bridge's neighbour still confirm, goes straight into the
- *       pod's namespace (bpf_redirect_peer).
+ *   uplink and overlay (flannel.<VNI>) ingress: a packet from a pod to a pod of this
+ *       node, whose learned veth and MAC the FIB and the bridge's neighbour still
+ *       confirm, goes straight into the pod's namespace (bpf_redirect_peer).
  * Everything else (the node itself, the outside, Services, masquerade) takes the normal
  * path, and so does a pod not learned yet.
  */
@@ -424,6 +424,15 @@ int skein_tc_pod(struct __sk_buff *skb)
 	if (skein_hop(skb, fib.dmac, fib.smac))
 		return TC_ACT_SHOT;
 	return bpf_redirect(fib.ifindex, 0);
+}
+
+/* Ingress of the overlay device (flannel.<VNI>, pod routing): a decapsulated packet from
+ * a pod of another node for a pod of this node goes straight into the pod's namespace,
+ * with the same checks as on the uplink. */
+SEC("classifier")
+int skein_tc_overlay(struct __sk_buff *skb)
+{
+	return skein_to_pod(skb);
 }
 
 char _license[] SEC("license") = "GPL";

@@ -313,9 +313,12 @@ fn install_inner(cfg: &InstallConfig, report: &mut InstallReport) -> Result<(), 
     Ok(())
 }
 
-/// Removes everything under the pin dir: links first (which detaches the programs),
-/// then maps, then the dir. Keeps going past failures and reports them all.
+/// Removes everything under the pin dir: pod routing's filters, links (which detaches
+/// the programs), then maps, then the dir. Keeps going past failures and reports them
+/// all.
 pub fn cleanup(pin_dir: &Path) -> Result<(), Error> {
+    // Pod routing's filters are not pinned: they hang on the veths and the overlay device.
+    detach_pod_routing()?;
     let mut problems = Vec::new();
     let entries = match std::fs::read_dir(pin_dir) {
         Ok(d) => d
@@ -524,9 +527,10 @@ pub struct PodRouting {
 }
 
 /// Attaches `skein_tc_pod` to the ingress of every port of the pods' bridge (the pods'
-/// host-side veths) and keeps the pod routing config in `skein_podnet`. The attachments
-/// are tc filters (netlink), which live as long as the veth: a deleted pod takes its
-/// own with it. [`PodRouter::sync`] picks up pods started since.
+/// host-side veths) and `skein_tc_overlay` to the ingress of flannel's VXLAN device, and
+/// keeps the pod routing config in `skein_podnet`. The attachments are tc filters
+/// (netlink), which live as long as the device: a deleted pod takes its own with it.
+/// [`PodRouter::sync`] picks up pods (and an overlay device) that appeared since.
 pub struct PodRouter {
     tc: Ebpf,
     routing: PodRouting,
@@ -585,18 +589,20 @@ impl PodRouter {
             arr.set(0, PodNetCfg::new(bridge.index, routing.cluster, subnet), 0)
                 .map_err(Error::map(MAP_PODNET))?;
         }
-        let prog: &mut SchedClassifier = tc
-            .program_mut(PROG_TC_POD)
-            .ok_or_else(|| Error::Config(format!("program {PROG_TC_POD} missing")))?
-            .try_into()
-            .map_err(|e| Error::Program {
-                program: PROG_TC_POD,
+        for name in [PROG_TC_POD, PROG_TC_OVERLAY] {
+            let prog: &mut SchedClassifier = tc
+                .program_mut(name)
+                .ok_or_else(|| Error::Config(format!("program {name} missing")))?
+                .try_into()
+                .map_err(|e| Error::Program {
+                    program: name,
+                    source: Box::new(e),
+                })?;
+            prog.load().map_err(|e| Error::Program {
+                program: name,
                 source: Box::new(e),
             })?;
-        prog.load().map_err(|e| Error::Program {
-            program: PROG_TC_POD,
-            source: Box::new(e),
-        })?;
+        }
         let mut router = PodRouter {
             tc,
             routing,
@@ -606,8 +612,8 @@ impl PodRouter {
         Ok(router)
     }
 
-    /// Attaches to ports that joined the bridge since the last call (replacing a filter
-    /// an earlier run left there); returns how many.
+    /// Attaches to bridge ports and overlay devices that appeared since the last call
+    /// (replacing a filter an earlier run left there); returns how many.
     pub fn sync(&mut self) -> Result<usize, Error> {
         let mut nl =
             skein_netns::netlink::Netlink::open().map_err(nl_err("open netlink".to_owned()))?;
@@ -615,50 +621,44 @@ impl PodRouter {
         let Some(bridge) = links.iter().find(|l| l.name == self.routing.bridge) else {
             return Ok(0);
         };
-        let ports: Vec<_> = links
-            .iter()
-            .filter(|l| l.master == Some(bridge.index))
-            .collect();
+        let targets = routing_targets(&links, |l| l.master == Some(bridge.index));
         self.attached
-            .retain(|i| ports.iter().any(|p| p.index == *i));
-        let prog: &mut SchedClassifier = self
-            .tc
-            .program_mut(PROG_TC_POD)
-            .and_then(|p| p.try_into().ok())
-            .ok_or_else(|| Error::Config(format!("program {PROG_TC_POD} missing")))?;
+            .retain(|i| targets.iter().any(|(l, _)| l.index == *i));
         let mut added = 0;
-        for port in ports {
-            if self.attached.contains(&port.index) {
+        for (link, program) in targets {
+            if self.attached.contains(&link.index) {
                 continue;
             }
-            // A port that vanished meanwhile (a pod deleted) is not an error.
-            let _ = aya::programs::tc::qdisc_add_clsact(&port.name);
-            let _ = aya::programs::tc::qdisc_detach_program(
-                &port.name,
-                TcAttachType::Ingress,
-                PROG_TC_POD,
-            );
+            let prog: &mut SchedClassifier = self
+                .tc
+                .program_mut(program)
+                .and_then(|p| p.try_into().ok())
+                .ok_or_else(|| Error::Config(format!("program {program} missing")))?;
+            // A device that vanished meanwhile (a pod deleted) is not an error.
+            let _ = aya::programs::tc::qdisc_add_clsact(&link.name);
+            let _ =
+                aya::programs::tc::qdisc_detach_program(&link.name, TcAttachType::Ingress, program);
             let attached = prog.attach_with_options(
-                &port.name,
+                &link.name,
                 TcAttachType::Ingress,
                 aya::programs::tc::TcAttachOptions::Netlink(Default::default()),
             );
             match attached {
                 Ok(id) => {
-                    // The filter stays when this process ends (until the veth goes):
+                    // The filter stays when this process ends (until the device goes):
                     // the link handle is let go without detaching.
-                    if let Ok(link) = prog.take_link(id) {
-                        std::mem::forget(link);
+                    if let Ok(handle) = prog.take_link(id) {
+                        std::mem::forget(handle);
                     }
-                    self.attached.insert(port.index);
+                    self.attached.insert(link.index);
                     added += 1;
                 }
                 Err(e) => {
-                    let gone = nl.link(&port.name).ok().flatten().is_none();
+                    let gone = nl.link(&link.name).ok().flatten().is_none();
                     if !gone {
                         return Err(Error::Attach {
-                            program: PROG_TC_POD,
-                            target: port.name.clone(),
+                            program,
+                            target: link.name.clone(),
                             source: Box::new(e),
                         });
                     }
@@ -668,31 +668,51 @@ impl PodRouter {
         Ok(added)
     }
 
-    /// The ports the program is attached to.
+    /// The devices (pods' veths and overlay devices) the programs are attached to.
     pub fn attached(&self) -> usize {
         self.attached.len()
     }
 }
 
-/// Removes `skein_tc_pod` from every link of the current namespace (cleanup, and pod
-/// routing turned off): the filters outlive the proxy otherwise.
+/// Where pod routing attaches, and which program: the pods' host-side veths (`is_port`)
+/// get `skein_tc_pod`, flannel's overlay devices (`flannel.<VNI>`) `skein_tc_overlay`.
+fn routing_targets(
+    links: &[skein_netns::netlink::Link],
+    is_port: impl Fn(&skein_netns::netlink::Link) -> bool,
+) -> Vec<(&skein_netns::netlink::Link, &'static str)> {
+    links
+        .iter()
+        .filter_map(|l| {
+            if is_port(l) {
+                Some((l, PROG_TC_POD))
+            } else if is_overlay(&l.name) {
+                Some((l, PROG_TC_OVERLAY))
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+/// flannel's VXLAN device name: `flannel.` and the VNI.
+fn is_overlay(name: &str) -> bool {
+    name.strip_prefix("flannel.")
+        .is_some_and(|vni| !vni.is_empty() && vni.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Removes the pod routing programs from every link of the current namespace (cleanup,
+/// and pod routing turned off): the filters outlive the proxy otherwise.
 pub fn detach_pod_routing() -> Result<usize, Error> {
     let mut nl =
         skein_netns::netlink::Netlink::open().map_err(nl_err("open netlink".to_owned()))?;
-    let mut removed = 0;
-    for link in nl.links().map_err(nl_err("list links".to_owned()))? {
-        if link.master.is_some()
-            && aya::programs::tc::qdisc_detach_program(
-                &link.name,
-                TcAttachType::Ingress,
-                PROG_TC_POD,
-            )
-            .is_ok()
-        {
-            removed += 1;
-        }
-    }
-    Ok(removed)
+    let links = nl.links().map_err(nl_err("list links".to_owned()))?;
+    Ok(routing_targets(&links, |l| l.master.is_some())
+        .into_iter()
+        .filter(|(link, program)| {
+            aya::programs::tc::qdisc_detach_program(&link.name, TcAttachType::Ingress, program)
+                .is_ok()
+        })
+        .count())
 }
 
 /// Starts pod routing when `cfg` asks for it (after [`install`]); otherwise turns off

@@ -61,6 +61,8 @@ pub const PROG_TC_INGRESS: &str = "skein_tc_ingress";
 pub const PROG_TC_EGRESS: &str = "skein_tc_egress";
 /// tc ingress on each pod's host-side veth (pod routing).
 pub const PROG_TC_POD: &str = "skein_tc_pod";
+/// Pod routing at the overlay device's ingress (`flannel.<VNI>`).
+pub const PROG_TC_OVERLAY: &str = "skein_tc_overlay";
 
 /// Maglev table size (prime), `SKEIN_MAGLEV_M`.
 pub const MAGLEV_M: usize = 1021;

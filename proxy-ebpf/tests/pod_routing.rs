@@ -1,7 +1,8 @@
 //! Pod routing (`--pod-routing`) on a 2-node test bed: pod-to-pod TCP between nodes
-//! works and no longer crosses the pods' bridge; a pod replaced by a new one with the
-//! same address (new veth, new MAC, nothing sent yet) is still reached; turning the
-//! option off and `cleanup` take the veth filters away. Needs root.
+//! works and no longer crosses the pods' bridge, over plain routes and over flannel's
+//! VXLAN overlay; a pod replaced by a new one with the same address (new veth, new MAC,
+//! nothing sent yet) is still reached; turning the option off and `cleanup` take the
+//! filters away. Needs root.
 
 mod common;
 
@@ -31,15 +32,17 @@ fn apply(c: &Cluster, i: usize, extra: &[&str]) -> serde_json::Value {
 
 const ROUTING: &[&str] = &["--pod-routing", "--cluster-cidr", "10.244.0.0/16"];
 
-/// Packets the node's bridge received (what pod routing takes off it).
-fn bridge_rx_packets(c: &Cluster, i: usize) -> u64 {
+/// Packets the node's bridge received from its pods plus packets it sent to them (what
+/// pod routing takes off it: the pods' packets out and the packets for them).
+fn bridge_packets(c: &Cluster, i: usize) -> u64 {
     let out = c
         .bed
         .node(i)
         .run("ip", &["-s", "-j", "link", "show", "cni0"])
         .unwrap();
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    v[0]["stats64"]["rx"]["packets"].as_u64().unwrap()
+    let stats = &v[0]["stats64"];
+    stats["rx"]["packets"].as_u64().unwrap() + stats["tx"]["packets"].as_u64().unwrap()
 }
 
 /// `n` connections from pod `from` to `to`:8080; every one answers with `identity`.
@@ -48,6 +51,99 @@ fn connect(c: &Cluster, from: usize, to: Ipv4Addr, n: usize, identity: &str) {
     assert_eq!(lines.len(), n, "{lines:?}");
     for l in &lines {
         assert!(l.starts_with(identity), "pod{from} -> {to}: {l}");
+    }
+}
+
+/// Replaces the nodes' plain routes between pod subnets with flannel's VXLAN layout, as
+/// flanneld makes it: `flannel.1` (VNI 1, port 8472, learning off, address
+/// `<subnet>.0/32`), and per peer a permanent neighbour, an FDB entry and an onlink route.
+fn vxlan_overlay(c: &Cluster, nodes: usize) {
+    let mac = |i: usize| {
+        let out = c
+            .bed
+            .node(i)
+            .run("ip", &["-j", "link", "show", "flannel.1"])
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v[0]["address"].as_str().unwrap().to_owned()
+    };
+    for i in 1..=nodes {
+        let n = c.bed.node(i);
+        let local = n.addr.to_string();
+        n.run(
+            "ip",
+            &[
+                "link",
+                "add",
+                "flannel.1",
+                "type",
+                "vxlan",
+                "id",
+                "1",
+                "dstport",
+                "8472",
+                "local",
+                &local,
+                "dev",
+                "eth0",
+                "nolearning",
+            ],
+        )
+        .unwrap();
+        n.run(
+            "ip",
+            &[
+                "addr",
+                "add",
+                &format!("10.244.{i}.0/32"),
+                "dev",
+                "flannel.1",
+            ],
+        )
+        .unwrap();
+        n.run("ip", &["link", "set", "flannel.1", "mtu", "1450", "up"])
+            .unwrap();
+    }
+    for i in 1..=nodes {
+        let n = c.bed.node(i);
+        for k in (1..=nodes).filter(|k| *k != i) {
+            let (gw, peer_mac) = (format!("10.244.{k}.0"), mac(k));
+            let peer = c.bed.node(k).addr.to_string();
+            n.run(
+                "ip",
+                &[
+                    "neigh",
+                    "replace",
+                    &gw,
+                    "lladdr",
+                    &peer_mac,
+                    "dev",
+                    "flannel.1",
+                    "nud",
+                    "permanent",
+                ],
+            )
+            .unwrap();
+            n.run(
+                "bridge",
+                &["fdb", "append", &peer_mac, "dev", "flannel.1", "dst", &peer],
+            )
+            .unwrap();
+            n.run(
+                "ip",
+                &[
+                    "route",
+                    "replace",
+                    &format!("{gw}/24"),
+                    "via",
+                    &gw,
+                    "dev",
+                    "flannel.1",
+                    "onlink",
+                ],
+            )
+            .unwrap();
+        }
     }
 }
 
@@ -71,30 +167,32 @@ fn pod_traffic_skips_the_bridge_and_a_replaced_pod_is_still_reached() {
     );
     serve_tcp(&c.pods[p2].netns, SocketAddr::from((ip2, 8080)), "pod2");
 
-    // Off: the packets cross node2's bridge.
+    // Off: the packets cross node2's bridge (both ways).
     for i in 1..=2 {
         let out = apply(&c, i, &[]);
         assert!(out["pod_ports"].is_null(), "{out}");
     }
-    let before = bridge_rx_packets(&c, 2);
+    let before = bridge_packets(&c, 2);
     connect(&c, p1, ip2, 10, "pod2");
-    let off = bridge_rx_packets(&c, 2) - before;
+    let off = bridge_packets(&c, 2) - before;
     assert!(
         off >= 30,
         "without pod routing node2's bridge saw only {off} packets"
     );
 
     // On: the pods' veths carry the program, pod2 is learned from its first reply, and
-    // then its traffic (both ways) no longer enters node2's bridge.
+    // then its traffic (both ways) no longer crosses node2's bridge: pod2's packets leave
+    // its veth straight for the uplink, and the packets for it go from the uplink
+    // straight into its namespace.
     for i in 1..=2 {
         let out = apply(&c, i, ROUTING);
         assert_eq!(out["pod_ports"], 1, "node{i}: {out}");
     }
     assert!(tc_filters(&c, 2, "vn2p1").contains("skein_tc_pod"));
     connect(&c, p1, ip2, 2, "pod2");
-    let before = bridge_rx_packets(&c, 2);
+    let before = bridge_packets(&c, 2);
     connect(&c, p1, ip2, 10, "pod2");
-    let on = bridge_rx_packets(&c, 2) - before;
+    let on = bridge_packets(&c, 2) - before;
     assert!(
         on < 5,
         "with pod routing node2's bridge still saw {on} packets (off: {off})"
@@ -124,9 +222,9 @@ fn pod_traffic_skips_the_bridge_and_a_replaced_pod_is_still_reached() {
     let out = apply(&c, 2, ROUTING);
     assert_eq!(out["pod_ports"], 1, "{out}");
     connect(&c, p1, ip2, 3, "new-pod2");
-    let before = bridge_rx_packets(&c, 2);
+    let before = bridge_packets(&c, 2);
     connect(&c, p1, ip2, 10, "new-pod2");
-    let relearned = bridge_rx_packets(&c, 2) - before;
+    let relearned = bridge_packets(&c, 2) - before;
     assert!(
         relearned < 5,
         "the new pod was not learned: {relearned} packets on the bridge"
@@ -135,9 +233,9 @@ fn pod_traffic_skips_the_bridge_and_a_replaced_pod_is_still_reached() {
     // Off again: the filters go, the bridge carries the traffic, and it still works.
     apply(&c, 2, &[]);
     assert!(!tc_filters(&c, 2, "vn2p1").contains("skein_tc_pod"));
-    let before = bridge_rx_packets(&c, 2);
+    let before = bridge_packets(&c, 2);
     connect(&c, p1, ip2, 5, "new-pod2");
-    assert!(bridge_rx_packets(&c, 2) - before >= 15);
+    assert!(bridge_packets(&c, 2) - before >= 15);
 
     // cleanup takes node1's filter away too.
     assert!(tc_filters(&c, 1, "vn1p1").contains("skein_tc_pod"));
@@ -153,6 +251,81 @@ fn pod_traffic_skips_the_bridge_and_a_replaced_pod_is_still_reached() {
         ],
     );
     assert!(!tc_filters(&c, 1, "vn1p1").contains("skein_tc_pod"));
+}
+
+/// Over flannel's VXLAN overlay: a pod's packets are routed to `flannel.1` past the
+/// bridge, and the decapsulated packets for a pod go from `flannel.1` straight into its
+/// namespace; `cleanup` takes the overlay device's filter away too.
+#[test]
+fn pod_routing_over_the_vxlan_overlay() {
+    let mut c = Cluster::start(2);
+    vxlan_overlay(&c, 2);
+    let p1 = c.add_pod(1, 1);
+    let p2 = c.add_pod(2, 1);
+    let ip2 = c.pods[p2].ip;
+    serve_tcp(
+        &c.pods[p1].netns,
+        SocketAddr::from((c.pods[p1].ip, 8080)),
+        "pod1",
+    );
+    serve_tcp(&c.pods[p2].netns, SocketAddr::from((ip2, 8080)), "pod2");
+    let vxlan_rx = |i: usize| {
+        let out = c
+            .bed
+            .node(i)
+            .run("ip", &["-s", "-j", "link", "show", "flannel.1"])
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v[0]["stats64"]["rx"]["packets"].as_u64().unwrap()
+    };
+
+    let before = (bridge_packets(&c, 2), vxlan_rx(2));
+    connect(&c, p1, ip2, 10, "pod2");
+    let off = bridge_packets(&c, 2) - before.0;
+    assert!(
+        off >= 60,
+        "without pod routing node2's bridge saw only {off} packets"
+    );
+    assert!(
+        vxlan_rx(2) - before.1 >= 30,
+        "the traffic did not take the overlay"
+    );
+
+    for i in 1..=2 {
+        let out = apply(&c, i, ROUTING);
+        // The pod's veth and the overlay device.
+        assert_eq!(out["pod_ports"], 2, "node{i}: {out}");
+        assert!(tc_filters(&c, i, "flannel.1").contains("skein_tc_overlay"));
+    }
+    connect(&c, p1, ip2, 2, "pod2");
+    connect(&c, p2, c.pods[p1].ip, 2, "pod1");
+    let before = (bridge_packets(&c, 2), vxlan_rx(2));
+    connect(&c, p1, ip2, 10, "pod2");
+    let on = bridge_packets(&c, 2) - before.0;
+    assert!(
+        on < 5,
+        "with pod routing node2's bridge still saw {on} packets (off: {off})"
+    );
+    assert!(
+        vxlan_rx(2) - before.1 >= 30,
+        "the traffic did not take the overlay"
+    );
+    connect(&c, p2, c.pods[p1].ip, 5, "pod1");
+
+    let pin = c.pin_dir(2);
+    c.proxy(
+        2,
+        &[
+            "cleanup",
+            "--node-name",
+            "nodeX",
+            "--pin-dir",
+            pin.to_str().unwrap(),
+        ],
+    );
+    assert!(!tc_filters(&c, 2, "flannel.1").contains("skein_tc_overlay"));
+    assert!(!tc_filters(&c, 2, "vn2p1").contains("skein_tc_pod"));
+    connect(&c, p1, ip2, 3, "pod2");
 }
 
 #[test]

@@ -197,7 +197,6 @@ fn main() -> Result<()> {
         Some(Command::List { node }) => list(&node),
         Some(Command::Cleanup { node }) => {
             let dir = node.pin_dir()?;
-            datapath::detach_pod_routing().context("detach pod routing")?;
             datapath::cleanup(&dir).with_context(|| format!("clean up {}", dir.display()))
         }
         None => daemon(cli.daemon),
