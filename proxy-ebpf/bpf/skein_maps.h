@@ -125,6 +125,7 @@ struct skein_cfg {
 struct skein_route_cfg {
 	__u32 enabled;
 	__u32 bridge_ifindex;    /* the pods' bridge (cni0) */
+	__u32 uplink_ifindex;    /* the only device pod traffic is routed to (eth0) */
 	__be32 cluster_net;      /* the cluster's pod network (flannel's Network) */
 	__be32 cluster_mask;
 	__be32 node_net;         /* this node's pod subnet (the bridge's address) */
@@ -152,7 +153,7 @@ struct skein_pod {
 #define SKEIN_CT_VALUE_SIZE 24
 #define SKEIN_REVNAT_VALUE_SIZE 24
 #define SKEIN_CFG_SIZE 8
-#define SKEIN_ROUTE_CFG_SIZE 24
+#define SKEIN_ROUTE_CFG_SIZE 28
 #define SKEIN_POD_SIZE 12
 
 _Static_assert(sizeof(struct skein_svc_key) == SKEIN_SVC_KEY_SIZE, "svc key");

@@ -15,11 +15,13 @@
  * Pod routing (skein_podnet.enabled): what the bridge and the node's forwarding would do
  * for pod-to-pod traffic between nodes, done here in one step.
  *   pod veth ingress (skein_tc_pod): learn the pod (IP -> veth, MAC); a packet to a pod
- *       of another node (cluster network, not this node's subnet) is routed by a FIB
- *       lookup straight to the device the route names (uplink or flannel.<VNI>).
- *   uplink and overlay (flannel.<VNI>) ingress: a packet from a pod to a pod of this
- *       node, whose learned veth and MAC the FIB and the bridge's neighbour still
- *       confirm, goes straight into the pod's namespace (bpf_redirect_peer).
+ *       of another node (cluster network, not this node's subnet) whose route goes out
+ *       of the uplink (host-gw, DirectRouting) is sent there straight from a FIB lookup.
+ *       Routes into the VXLAN device keep the kernel path: measured, the shortcut made
+ *       vxlan pod-to-pod slower, not faster.
+ *   uplink ingress: a packet from a pod to a pod of this node, whose learned veth and
+ *       MAC the FIB and the bridge's neighbour still confirm, goes straight into the
+ *       pod's namespace (bpf_redirect_peer).
  * Everything else (the node itself, the outside, Services, masquerade) takes the normal
  * path, and so does a pod not learned yet.
  */
@@ -419,20 +421,11 @@ int skein_tc_pod(struct __sk_buff *skb)
 	fib.ipv4_dst = daddr;
 	fib.ifindex = rc->bridge_ifindex;
 	if (bpf_fib_lookup(skb, &fib, sizeof(fib), 0) != BPF_FIB_LKUP_RET_SUCCESS ||
-	    fib.ifindex == rc->bridge_ifindex)
+	    fib.ifindex != rc->uplink_ifindex)
 		return TC_ACT_OK;
 	if (skein_hop(skb, fib.dmac, fib.smac))
 		return TC_ACT_SHOT;
 	return bpf_redirect(fib.ifindex, 0);
-}
-
-/* Ingress of the overlay device (flannel.<VNI>, pod routing): a decapsulated packet from
- * a pod of another node for a pod of this node goes straight into the pod's namespace,
- * with the same checks as on the uplink. */
-SEC("classifier")
-int skein_tc_overlay(struct __sk_buff *skb)
-{
-	return skein_to_pod(skb);
 }
 
 char _license[] SEC("license") = "GPL";

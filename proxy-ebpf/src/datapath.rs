@@ -527,10 +527,9 @@ pub struct PodRouting {
 }
 
 /// Attaches `skein_tc_pod` to the ingress of every port of the pods' bridge (the pods'
-/// host-side veths) and `skein_tc_overlay` to the ingress of flannel's VXLAN device, and
-/// keeps the pod routing config in `skein_podnet`. The attachments are tc filters
-/// (netlink), which live as long as the device: a deleted pod takes its own with it.
-/// [`PodRouter::sync`] picks up pods (and an overlay device) that appeared since.
+/// host-side veths) and keeps the pod routing config in `skein_podnet`. The attachments
+/// are tc filters (netlink), which live as long as the veth: a deleted pod takes its
+/// own with it. [`PodRouter::sync`] picks up pods started since.
 pub struct PodRouter {
     tc: Ebpf,
     routing: PodRouting,
@@ -552,10 +551,15 @@ fn nl_err(what: String) -> impl FnOnce(skein_netns::netlink::NetlinkError) -> Er
 
 impl PodRouter {
     /// Loads the program (maps from `pin_dir`, where [`install`] pinned them), writes the
-    /// config for `routing`'s bridge, and attaches to the bridge's ports.
-    pub fn start(pin_dir: &Path, routing: PodRouting) -> Result<PodRouter, Error> {
+    /// config for `routing`'s bridge and `uplink`, and attaches to the bridge's ports.
+    pub fn start(pin_dir: &Path, routing: PodRouting, uplink: &str) -> Result<PodRouter, Error> {
         let mut nl =
             skein_netns::netlink::Netlink::open().map_err(nl_err("open netlink".to_owned()))?;
+        let uplink_index = nl
+            .link(uplink)
+            .map_err(nl_err(format!("look up {uplink}")))?
+            .ok_or_else(|| Error::Config(format!("pod routing: uplink {uplink} does not exist")))?
+            .index;
         let bridge = nl
             .link(&routing.bridge)
             .map_err(nl_err(format!("look up {}", routing.bridge)))?
@@ -586,23 +590,25 @@ impl PodRouter {
                 .ok_or_else(|| Error::Config(format!("map {MAP_PODNET} missing")))?;
             let mut arr: Array<&mut MapData, PodNetCfg> =
                 Array::try_from(map).map_err(Error::map(MAP_PODNET))?;
-            arr.set(0, PodNetCfg::new(bridge.index, routing.cluster, subnet), 0)
-                .map_err(Error::map(MAP_PODNET))?;
+            arr.set(
+                0,
+                PodNetCfg::new(bridge.index, uplink_index, routing.cluster, subnet),
+                0,
+            )
+            .map_err(Error::map(MAP_PODNET))?;
         }
-        for name in [PROG_TC_POD, PROG_TC_OVERLAY] {
-            let prog: &mut SchedClassifier = tc
-                .program_mut(name)
-                .ok_or_else(|| Error::Config(format!("program {name} missing")))?
-                .try_into()
-                .map_err(|e| Error::Program {
-                    program: name,
-                    source: Box::new(e),
-                })?;
-            prog.load().map_err(|e| Error::Program {
-                program: name,
+        let prog: &mut SchedClassifier = tc
+            .program_mut(PROG_TC_POD)
+            .ok_or_else(|| Error::Config(format!("program {PROG_TC_POD} missing")))?
+            .try_into()
+            .map_err(|e| Error::Program {
+                program: PROG_TC_POD,
                 source: Box::new(e),
             })?;
-        }
+        prog.load().map_err(|e| Error::Program {
+            program: PROG_TC_POD,
+            source: Box::new(e),
+        })?;
         let mut router = PodRouter {
             tc,
             routing,
@@ -612,8 +618,8 @@ impl PodRouter {
         Ok(router)
     }
 
-    /// Attaches to bridge ports and overlay devices that appeared since the last call
-    /// (replacing a filter an earlier run left there); returns how many.
+    /// Attaches to ports that joined the bridge since the last call (replacing a filter
+    /// an earlier run left there); returns how many.
     pub fn sync(&mut self) -> Result<usize, Error> {
         let mut nl =
             skein_netns::netlink::Netlink::open().map_err(nl_err("open netlink".to_owned()))?;
@@ -621,19 +627,20 @@ impl PodRouter {
         let Some(bridge) = links.iter().find(|l| l.name == self.routing.bridge) else {
             return Ok(0);
         };
-        let targets = routing_targets(&links, |l| l.master == Some(bridge.index));
+        let ports = bridge_ports(&links, |l| l.master == Some(bridge.index));
         self.attached
-            .retain(|i| targets.iter().any(|(l, _)| l.index == *i));
+            .retain(|i| ports.iter().any(|l| l.index == *i));
+        let program = PROG_TC_POD;
+        let prog: &mut SchedClassifier = self
+            .tc
+            .program_mut(program)
+            .and_then(|p| p.try_into().ok())
+            .ok_or_else(|| Error::Config(format!("program {program} missing")))?;
         let mut added = 0;
-        for (link, program) in targets {
+        for link in ports {
             if self.attached.contains(&link.index) {
                 continue;
             }
-            let prog: &mut SchedClassifier = self
-                .tc
-                .program_mut(program)
-                .and_then(|p| p.try_into().ok())
-                .ok_or_else(|| Error::Config(format!("program {program} missing")))?;
             // A device that vanished meanwhile (a pod deleted) is not an error.
             let _ = aya::programs::tc::qdisc_add_clsact(&link.name);
             let _ =
@@ -668,48 +675,30 @@ impl PodRouter {
         Ok(added)
     }
 
-    /// The devices (pods' veths and overlay devices) the programs are attached to.
+    /// The pods' veths the program is attached to.
     pub fn attached(&self) -> usize {
         self.attached.len()
     }
 }
 
-/// Where pod routing attaches, and which program: the pods' host-side veths (`is_port`)
-/// get `skein_tc_pod`, flannel's overlay devices (`flannel.<VNI>`) `skein_tc_overlay`.
-fn routing_targets(
+/// The links `is_port` picks: where `skein_tc_pod` goes (the pods' host-side veths).
+fn bridge_ports(
     links: &[skein_netns::netlink::Link],
     is_port: impl Fn(&skein_netns::netlink::Link) -> bool,
-) -> Vec<(&skein_netns::netlink::Link, &'static str)> {
-    links
-        .iter()
-        .filter_map(|l| {
-            if is_port(l) {
-                Some((l, PROG_TC_POD))
-            } else if is_overlay(&l.name) {
-                Some((l, PROG_TC_OVERLAY))
-            } else {
-                None
-            }
-        })
-        .collect()
+) -> Vec<&skein_netns::netlink::Link> {
+    links.iter().filter(|l| is_port(l)).collect()
 }
 
-/// flannel's VXLAN device name: `flannel.` and the VNI.
-fn is_overlay(name: &str) -> bool {
-    name.strip_prefix("flannel.")
-        .is_some_and(|vni| !vni.is_empty() && vni.bytes().all(|b| b.is_ascii_digit()))
-}
-
-/// Removes the pod routing programs from every link of the current namespace (cleanup,
-/// and pod routing turned off): the filters outlive the proxy otherwise.
+/// Removes `skein_tc_pod` from every bridge port of the current namespace (cleanup, and
+/// pod routing turned off): the filters outlive the proxy otherwise.
 pub fn detach_pod_routing() -> Result<usize, Error> {
     let mut nl =
         skein_netns::netlink::Netlink::open().map_err(nl_err("open netlink".to_owned()))?;
     let links = nl.links().map_err(nl_err("list links".to_owned()))?;
-    Ok(routing_targets(&links, |l| l.master.is_some())
+    Ok(bridge_ports(&links, |l| l.master.is_some())
         .into_iter()
-        .filter(|(link, program)| {
-            aya::programs::tc::qdisc_detach_program(&link.name, TcAttachType::Ingress, program)
+        .filter(|link| {
+            aya::programs::tc::qdisc_detach_program(&link.name, TcAttachType::Ingress, PROG_TC_POD)
                 .is_ok()
         })
         .count())
@@ -720,12 +709,12 @@ pub fn detach_pod_routing() -> Result<usize, Error> {
 pub fn setup_pod_routing(cfg: &InstallConfig) -> Result<Option<PodRouter>, Error> {
     match &cfg.pod_routing {
         Some(routing) => {
-            if cfg.uplink.is_none() {
+            let Some(uplink) = &cfg.uplink else {
                 return Err(Error::Config(
                     "pod routing needs the uplink programs (give --uplink)".into(),
                 ));
-            }
-            PodRouter::start(&cfg.pin_dir, routing.clone()).map(Some)
+            };
+            PodRouter::start(&cfg.pin_dir, routing.clone(), uplink).map(Some)
         }
         None => {
             disable_pod_routing(&cfg.pin_dir)?;

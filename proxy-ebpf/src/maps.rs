@@ -61,8 +61,6 @@ pub const PROG_TC_INGRESS: &str = "skein_tc_ingress";
 pub const PROG_TC_EGRESS: &str = "skein_tc_egress";
 /// tc ingress on each pod's host-side veth (pod routing).
 pub const PROG_TC_POD: &str = "skein_tc_pod";
-/// Pod routing at the overlay device's ingress (`flannel.<VNI>`).
-pub const PROG_TC_OVERLAY: &str = "skein_tc_overlay";
 
 /// Maglev table size (prime), `SKEIN_MAGLEV_M`.
 pub const MAGLEV_M: usize = 1021;
@@ -273,6 +271,7 @@ pub struct NodeCfg {
 pub struct PodNetCfg {
     pub enabled: u32,
     pub bridge_ifindex: u32,
+    pub uplink_ifindex: u32,
     pub cluster_net: [u8; 4],
     pub cluster_mask: [u8; 4],
     pub node_net: [u8; 4],
@@ -280,8 +279,14 @@ pub struct PodNetCfg {
 }
 
 impl PodNetCfg {
-    /// On, for the pods of `bridge` (`node`, this node's subnet) in `cluster`.
-    pub fn new(bridge_ifindex: u32, cluster: (Ipv4Addr, u8), node: (Ipv4Addr, u8)) -> Self {
+    /// On, for the pods of `bridge` (`node`, this node's subnet) in `cluster`, routed
+    /// out of `uplink`.
+    pub fn new(
+        bridge_ifindex: u32,
+        uplink_ifindex: u32,
+        cluster: (Ipv4Addr, u8),
+        node: (Ipv4Addr, u8),
+    ) -> Self {
         let net = |(addr, len): (Ipv4Addr, u8)| {
             let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
             ((u32::from(addr) & mask).to_be_bytes(), mask.to_be_bytes())
@@ -291,6 +296,7 @@ impl PodNetCfg {
         PodNetCfg {
             enabled: 1,
             bridge_ifindex,
+            uplink_ifindex,
             cluster_net,
             cluster_mask,
             node_net,
@@ -399,10 +405,11 @@ mod tests {
     fn pod_network_config_holds_networks_and_masks() {
         let c = PodNetCfg::new(
             7,
+            2,
             (Ipv4Addr::new(10, 244, 0, 0), 16),
             (Ipv4Addr::new(10, 244, 3, 1), 24),
         );
-        assert_eq!((c.enabled, c.bridge_ifindex), (1, 7));
+        assert_eq!((c.enabled, c.bridge_ifindex, c.uplink_ifindex), (1, 7, 2));
         assert_eq!(c.cluster_net, [10, 244, 0, 0]);
         assert_eq!(c.cluster_mask, [255, 255, 0, 0]);
         // The bridge's own address names the subnet; the host bits are cleared.

@@ -1,15 +1,19 @@
 //! Pod routing (`--pod-routing`) on a 2-node test bed: pod-to-pod TCP between nodes
-//! works and no longer crosses the pods' bridge, over plain routes and over flannel's
-//! VXLAN overlay; a pod replaced by a new one with the same address (new veth, new MAC,
+//! works and no longer crosses the pods' bridge (routes via the uplink, as host-gw's),
+//! while VXLAN traffic keeps the kernel path; a pod replaced by a new one with the same address (new veth, new MAC,
 //! nothing sent yet) is still reached; turning the option off and `cleanup` take the
 //! filters away. Needs root.
 
 mod common;
+mod fake_api;
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::time::Duration;
 
 use common::*;
+use fake_api::FakeApi;
 use serde_json::json;
+use skein_testbed::Daemon;
 
 /// `skein-proxy apply` (no Services) on node `i`, with `extra` flags.
 fn apply(c: &Cluster, i: usize, extra: &[&str]) -> serde_json::Value {
@@ -253,11 +257,11 @@ fn pod_traffic_skips_the_bridge_and_a_replaced_pod_is_still_reached() {
     assert!(!tc_filters(&c, 1, "vn1p1").contains("skein_tc_pod"));
 }
 
-/// Over flannel's VXLAN overlay: a pod's packets are routed to `flannel.1` past the
-/// bridge, and the decapsulated packets for a pod go from `flannel.1` straight into its
-/// namespace; `cleanup` takes the overlay device's filter away too.
+/// Over flannel's VXLAN overlay pod routing stays out of the way: the routes name
+/// `flannel.1`, not the uplink, so the traffic keeps the kernel path (the bridge, the
+/// overlay) and works.
 #[test]
-fn pod_routing_over_the_vxlan_overlay() {
+fn pod_routing_leaves_the_vxlan_overlay_to_the_kernel() {
     let mut c = Cluster::start(2);
     vxlan_overlay(&c, 2);
     let p1 = c.add_pod(1, 1);
@@ -278,53 +282,86 @@ fn pod_routing_over_the_vxlan_overlay() {
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
         v[0]["stats64"]["rx"]["packets"].as_u64().unwrap()
     };
-
-    let before = (bridge_packets(&c, 2), vxlan_rx(2));
-    connect(&c, p1, ip2, 10, "pod2");
-    let off = bridge_packets(&c, 2) - before.0;
-    assert!(
-        off >= 60,
-        "without pod routing node2's bridge saw only {off} packets"
-    );
-    assert!(
-        vxlan_rx(2) - before.1 >= 30,
-        "the traffic did not take the overlay"
-    );
-
     for i in 1..=2 {
         let out = apply(&c, i, ROUTING);
-        // The pod's veth and the overlay device.
-        assert_eq!(out["pod_ports"], 2, "node{i}: {out}");
-        assert!(tc_filters(&c, i, "flannel.1").contains("skein_tc_overlay"));
+        assert_eq!(out["pod_ports"], 1, "node{i}: {out}");
     }
     connect(&c, p1, ip2, 2, "pod2");
     connect(&c, p2, c.pods[p1].ip, 2, "pod1");
     let before = (bridge_packets(&c, 2), vxlan_rx(2));
     connect(&c, p1, ip2, 10, "pod2");
-    let on = bridge_packets(&c, 2) - before.0;
+    let bridged = bridge_packets(&c, 2) - before.0;
     assert!(
-        on < 5,
-        "with pod routing node2's bridge still saw {on} packets (off: {off})"
+        bridged >= 60,
+        "node2's bridge saw only {bridged} packets: vxlan traffic was routed past it"
     );
     assert!(
         vxlan_rx(2) - before.1 >= 30,
         "the traffic did not take the overlay"
     );
-    connect(&c, p2, c.pods[p1].ip, 5, "pod1");
+}
 
-    let pin = c.pin_dir(2);
-    c.proxy(
-        2,
-        &[
-            "cleanup",
-            "--node-name",
-            "nodeX",
-            "--pin-dir",
-            pin.to_str().unwrap(),
-        ],
+/// The daemon with `--pod-routing`: a pod started after it is picked up within seconds
+/// (its traffic leaves the bridge), and `--cleanup` on SIGTERM takes the filters away.
+#[test]
+fn the_daemon_routes_pods_started_after_it_and_cleans_up() {
+    let mut c = Cluster::start(2);
+    let p1 = c.add_pod(1, 1);
+    let ip1 = c.pods[p1].ip;
+    serve_tcp(&c.pods[p1].netns, SocketAddr::from((ip1, 8080)), "pod1");
+    let listener = c
+        .bed
+        .node(2)
+        .in_netns(|| TcpListener::bind("127.0.0.1:0"))
+        .unwrap()
+        .unwrap();
+    let api = FakeApi::serve(listener);
+    let mut cmd = c.bed.node(2).command(PROXY).unwrap();
+    cmd.args(["--node-name", "node2", "--api-server"])
+        .arg(format!("http://{}", api.addr))
+        .arg("--pin-dir")
+        .arg(c.pin_dir(2))
+        .args(["--metrics-port", "0", "--cleanup"])
+        .args(ROUTING)
+        .env("RUST_LOG", "info");
+    let log = c.bed.node(2).dirs.log_dir.join("skein-proxy-routing.log");
+    let mut d = Daemon::spawn("skein-proxy", cmd, &log).unwrap();
+    let started = std::time::Instant::now();
+    while !d.log_tail(50).contains("pod routing on") {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "pod routing did not start; skein-proxy log:\n{}",
+            d.log_tail(40)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // A pod started after the daemon.
+    let p2 = c.add_pod(2, 1);
+    let ip2 = c.pods[p2].ip;
+    serve_tcp(&c.pods[p2].netns, SocketAddr::from((ip2, 8080)), "pod2");
+    wait_for(
+        "the daemon to attach to the new pod's veth",
+        Duration::from_secs(10),
+        || {
+            tc_filters(&c, 2, "vn2p1")
+                .contains("skein_tc_pod")
+                .then_some(())
+        },
     );
-    assert!(!tc_filters(&c, 2, "flannel.1").contains("skein_tc_overlay"));
+    connect(&c, p2, ip1, 2, "pod1");
+    let before = bridge_packets(&c, 2);
+    connect(&c, p1, ip2, 10, "pod2");
+    let on = bridge_packets(&c, 2) - before;
+    assert!(
+        on < 5,
+        "node2's bridge still saw {on} packets; skein-proxy log:\n{}",
+        d.log_tail(40)
+    );
+
+    d.stop();
     assert!(!tc_filters(&c, 2, "vn2p1").contains("skein_tc_pod"));
+    assert!(!c.pin_dir(2).exists(), "pin dir removed by --cleanup");
     connect(&c, p1, ip2, 3, "pod2");
 }
 
