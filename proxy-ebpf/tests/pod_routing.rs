@@ -36,17 +36,29 @@ fn apply(c: &Cluster, i: usize, extra: &[&str]) -> serde_json::Value {
 
 const ROUTING: &[&str] = &["--pod-routing", "--cluster-cidr", "10.244.0.0/16"];
 
-/// Packets the node's bridge received from its pods plus packets it sent to them (what
-/// pod routing takes off it: the pods' packets out and the packets for them).
-fn bridge_packets(c: &Cluster, i: usize) -> u64 {
+/// Packets `dev` of node `i` has received (`rx`) or sent (`tx`).
+fn packets(c: &Cluster, i: usize, dev: &str, dir: &str) -> u64 {
     let out = c
         .bed
         .node(i)
-        .run("ip", &["-s", "-j", "link", "show", "cni0"])
+        .run("ip", &["-s", "-j", "link", "show", dev])
         .unwrap();
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let stats = &v[0]["stats64"];
-    stats["rx"]["packets"].as_u64().unwrap() + stats["tx"]["packets"].as_u64().unwrap()
+    v[0]["stats64"][dir]["packets"].as_u64().unwrap()
+}
+
+/// Packets the node's bridge received from its pods plus packets it sent to them (what
+/// pod routing takes off it: the pods' packets out and the packets for them).
+fn bridge_packets(c: &Cluster, i: usize) -> u64 {
+    packets(c, i, "cni0", "rx") + packets(c, i, "cni0", "tx")
+}
+
+/// Adds pod 1 on node `i`, serving TCP on 8080 as `identity`; its index and address.
+fn serving_pod(c: &mut Cluster, i: usize, identity: &str) -> (usize, Ipv4Addr) {
+    let p = c.add_pod(i, 1);
+    let ip = c.pods[p].ip;
+    serve_tcp(&c.pods[p].netns, SocketAddr::from((ip, 8080)), identity);
+    (p, ip)
 }
 
 /// `n` connections from pod `from` to `to`:8080; every one answers with `identity`.
@@ -161,15 +173,8 @@ fn tc_filters(c: &Cluster, i: usize, dev: &str) -> String {
 #[test]
 fn pod_traffic_skips_the_bridge_and_a_replaced_pod_is_still_reached() {
     let mut c = Cluster::start(2);
-    let p1 = c.add_pod(1, 1);
-    let p2 = c.add_pod(2, 1);
-    let ip2 = c.pods[p2].ip;
-    serve_tcp(
-        &c.pods[p1].netns,
-        SocketAddr::from((c.pods[p1].ip, 8080)),
-        "pod1",
-    );
-    serve_tcp(&c.pods[p2].netns, SocketAddr::from((ip2, 8080)), "pod2");
+    let (p1, _) = serving_pod(&mut c, 1, "pod1");
+    let (p2, ip2) = serving_pod(&mut c, 2, "pod2");
 
     // Off: the packets cross node2's bridge (both ways).
     for i in 1..=2 {
@@ -213,9 +218,8 @@ fn pod_traffic_skips_the_bridge_and_a_replaced_pod_is_still_reached() {
     c.bed.node(2).run("ip", &["link", "del", "vn2p1"]).unwrap();
     drop(old.netns);
     skein_netns::NetNs::delete_named(&format!("{}-{}", c.bed.prefix(), old.name)).unwrap();
-    let p2 = c.add_pod(2, 1);
-    assert_eq!(c.pods[p2].ip, ip2);
-    serve_tcp(&c.pods[p2].netns, SocketAddr::from((ip2, 8080)), "new-pod2");
+    let (_, new_ip) = serving_pod(&mut c, 2, "new-pod2");
+    assert_eq!(new_ip, ip2);
     // The node's neighbour entry would still name the old MAC for a few seconds, on any
     // data path; the test looks at the learned entry, not at ARP ageing.
     c.bed
@@ -264,31 +268,16 @@ fn pod_traffic_skips_the_bridge_and_a_replaced_pod_is_still_reached() {
 fn pod_routing_leaves_the_vxlan_overlay_to_the_kernel() {
     let mut c = Cluster::start(2);
     vxlan_overlay(&c, 2);
-    let p1 = c.add_pod(1, 1);
-    let p2 = c.add_pod(2, 1);
-    let ip2 = c.pods[p2].ip;
-    serve_tcp(
-        &c.pods[p1].netns,
-        SocketAddr::from((c.pods[p1].ip, 8080)),
-        "pod1",
-    );
-    serve_tcp(&c.pods[p2].netns, SocketAddr::from((ip2, 8080)), "pod2");
-    let vxlan_rx = |i: usize| {
-        let out = c
-            .bed
-            .node(i)
-            .run("ip", &["-s", "-j", "link", "show", "flannel.1"])
-            .unwrap();
-        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-        v[0]["stats64"]["rx"]["packets"].as_u64().unwrap()
-    };
+    let (p1, _) = serving_pod(&mut c, 1, "pod1");
+    let (p2, ip2) = serving_pod(&mut c, 2, "pod2");
+    let vxlan_rx = |c: &Cluster, i: usize| packets(c, i, "flannel.1", "rx");
     for i in 1..=2 {
         let out = apply(&c, i, ROUTING);
         assert_eq!(out["pod_ports"], 1, "node{i}: {out}");
     }
     connect(&c, p1, ip2, 2, "pod2");
     connect(&c, p2, c.pods[p1].ip, 2, "pod1");
-    let before = (bridge_packets(&c, 2), vxlan_rx(2));
+    let before = (bridge_packets(&c, 2), vxlan_rx(&c, 2));
     connect(&c, p1, ip2, 10, "pod2");
     let bridged = bridge_packets(&c, 2) - before.0;
     assert!(
@@ -296,7 +285,7 @@ fn pod_routing_leaves_the_vxlan_overlay_to_the_kernel() {
         "node2's bridge saw only {bridged} packets: vxlan traffic was routed past it"
     );
     assert!(
-        vxlan_rx(2) - before.1 >= 30,
+        vxlan_rx(&c, 2) - before.1 >= 30,
         "the traffic did not take the overlay"
     );
 }
@@ -306,9 +295,7 @@ fn pod_routing_leaves_the_vxlan_overlay_to_the_kernel() {
 #[test]
 fn the_daemon_routes_pods_started_after_it_and_cleans_up() {
     let mut c = Cluster::start(2);
-    let p1 = c.add_pod(1, 1);
-    let ip1 = c.pods[p1].ip;
-    serve_tcp(&c.pods[p1].netns, SocketAddr::from((ip1, 8080)), "pod1");
+    let (p1, ip1) = serving_pod(&mut c, 1, "pod1");
     let listener = c
         .bed
         .node(2)
@@ -337,9 +324,7 @@ fn the_daemon_routes_pods_started_after_it_and_cleans_up() {
     }
 
     // A pod started after the daemon.
-    let p2 = c.add_pod(2, 1);
-    let ip2 = c.pods[p2].ip;
-    serve_tcp(&c.pods[p2].netns, SocketAddr::from((ip2, 8080)), "pod2");
+    let (p2, ip2) = serving_pod(&mut c, 2, "pod2");
     wait_for(
         "the daemon to attach to the new pod's veth",
         Duration::from_secs(10),
