@@ -34,7 +34,14 @@ pub fn apply_set(
     set: &ServiceSet,
 ) -> Result<ApplySummary, Error> {
     let report = install(cfg)?;
-    let pod_ports = crate::datapath::setup_pod_routing(cfg)?.map(|r| r.attached());
+    let pod_ports = match crate::datapath::setup_pod_routing(cfg)? {
+        // A one-shot apply does not wait for the bridge: it says what is missing.
+        Some(r) => match r.waiting_for() {
+            Some(why) => return Err(Error::Config(why.to_owned())),
+            None => Some(r.attached()),
+        },
+        None => None,
+    };
     let mut maps = BpfMaps::open(&cfg.pin_dir)?;
     let current = maps.read_state()?;
     let mut r = Reconciler::new(node, &current);

@@ -202,6 +202,19 @@ impl Engine {
     }
 }
 
+/// Logs pod routing's state when it changed since `last`: on, or what it waits for.
+fn log_pod_routing(r: &datapath::PodRouter, last: &mut Option<Option<String>>) {
+    let now = r.waiting_for().map(str::to_owned);
+    if last.as_ref() == Some(&now) {
+        return;
+    }
+    match &now {
+        None => tracing::info!(ports = r.attached(), "pod routing on"),
+        Some(why) => tracing::info!(waiting_for = %why, "pod routing not on yet"),
+    }
+    *last = Some(now);
+}
+
 /// Runs until SIGTERM/SIGINT.
 pub async fn run(client: kube::Client, cfg: DaemonConfig) -> Result<(), Error> {
     let report = datapath::install(&cfg.install)?;
@@ -210,8 +223,10 @@ pub async fn run(client: kube::Client, cfg: DaemonConfig) -> Result<(), Error> {
         pin_dir = %cfg.install.pin_dir.display(), "datapath installed"
     );
     let mut pod_router = datapath::setup_pod_routing(&cfg.install)?;
+    // Pod routing's state as last logged: on, or what it waits for (the bridge).
+    let mut pod_routing_state = None;
     if let Some(r) = &pod_router {
-        tracing::info!(bridge = ?cfg.install.pod_routing, ports = r.attached(), "pod routing on");
+        log_pod_routing(r, &mut pod_routing_state);
     }
     let maps = BpfMaps::open(&cfg.install.pin_dir)?;
     let current = maps.read_state()?;
@@ -260,6 +275,7 @@ pub async fn run(client: kube::Client, cfg: DaemonConfig) -> Result<(), Error> {
                         Ok(n) => tracing::debug!(new = n, ports = r.attached(), "pod routing: new pods"),
                         Err(e) => tracing::warn!(error = %e, "pod routing: attach to new pods"),
                     }
+                    log_pod_routing(r, &mut pod_routing_state);
                 }
                 continue;
             }

@@ -317,7 +317,7 @@ fn install_inner(cfg: &InstallConfig, report: &mut InstallReport) -> Result<(), 
 /// the programs), then maps, then the dir. Keeps going past failures and reports them
 /// all.
 pub fn cleanup(pin_dir: &Path) -> Result<(), Error> {
-    // Pod routing's filters are not pinned: they hang on the veths and the overlay device.
+    // Pod routing's filters are not pinned: they hang on the pods' veths.
     detach_pod_routing()?;
     let mut problems = Vec::new();
     let entries = match std::fs::read_dir(pin_dir) {
@@ -533,6 +533,9 @@ pub struct PodRouting {
 pub struct PodRouter {
     tc: Ebpf,
     routing: PodRouting,
+    uplink_index: u32,
+    /// The bridge's ifindex and subnet the config was written for, or why there is none.
+    bridge: Result<(u32, (Ipv4Addr, u8)), String>,
     attached: std::collections::HashSet<u32>,
 }
 
@@ -540,6 +543,7 @@ impl std::fmt::Debug for PodRouter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PodRouter")
             .field("routing", &self.routing)
+            .field("bridge", &self.bridge)
             .field("attached", &self.attached)
             .finish()
     }
@@ -550,8 +554,9 @@ fn nl_err(what: String) -> impl FnOnce(skein_netns::netlink::NetlinkError) -> Er
 }
 
 impl PodRouter {
-    /// Loads the program (maps from `pin_dir`, where [`install`] pinned them), writes the
-    /// config for `routing`'s bridge and `uplink`, and attaches to the bridge's ports.
+    /// Loads the program (maps from `pin_dir`, where [`install`] pinned them) and, when
+    /// `routing`'s bridge is there, writes the config for it and `uplink` and attaches to
+    /// the bridge's ports ([`PodRouter::waiting_for`] says when it is not).
     pub fn start(pin_dir: &Path, routing: PodRouting, uplink: &str) -> Result<PodRouter, Error> {
         let mut nl =
             skein_netns::netlink::Netlink::open().map_err(nl_err("open netlink".to_owned()))?;
@@ -560,43 +565,7 @@ impl PodRouter {
             .map_err(nl_err(format!("look up {uplink}")))?
             .ok_or_else(|| Error::Config(format!("pod routing: uplink {uplink} does not exist")))?
             .index;
-        let bridge = nl
-            .link(&routing.bridge)
-            .map_err(nl_err(format!("look up {}", routing.bridge)))?
-            .ok_or_else(|| {
-                Error::Config(format!(
-                    "pod routing: bridge {} does not exist (the CNI plugin makes it with the first pod)",
-                    routing.bridge
-                ))
-            })?;
-        let subnet = nl
-            .addresses(Some(bridge.index))
-            .map_err(nl_err(format!("addresses of {}", routing.bridge)))?
-            .into_iter()
-            .find_map(|a| match a.addr {
-                std::net::IpAddr::V4(v4) => Some((v4, a.prefix_len)),
-                _ => None,
-            })
-            .ok_or_else(|| {
-                Error::Config(format!(
-                    "pod routing: bridge {} has no IPv4 address (the pods' gateway)",
-                    routing.bridge
-                ))
-            })?;
         let mut tc = load("tc_nodeport.o", TC_OBJ, pin_dir)?;
-        {
-            let map = tc
-                .map_mut(MAP_PODNET)
-                .ok_or_else(|| Error::Config(format!("map {MAP_PODNET} missing")))?;
-            let mut arr: Array<&mut MapData, PodNetCfg> =
-                Array::try_from(map).map_err(Error::map(MAP_PODNET))?;
-            arr.set(
-                0,
-                PodNetCfg::new(bridge.index, uplink_index, routing.cluster, subnet),
-                0,
-            )
-            .map_err(Error::map(MAP_PODNET))?;
-        }
         let prog: &mut SchedClassifier = tc
             .program_mut(PROG_TC_POD)
             .ok_or_else(|| Error::Config(format!("program {PROG_TC_POD} missing")))?
@@ -612,10 +581,65 @@ impl PodRouter {
         let mut router = PodRouter {
             tc,
             routing,
+            uplink_index,
+            bridge: Err(String::new()),
             attached: Default::default(),
         };
         router.sync()?;
         Ok(router)
+    }
+
+    /// Why pod routing is not on yet (the bridge is missing or has no IPv4 address: the
+    /// CNI plugin makes it with the first pod), or `None` when it is.
+    pub fn waiting_for(&self) -> Option<&str> {
+        self.bridge.as_ref().err().map(String::as_str)
+    }
+
+    /// Finds the bridge and its subnet; writes the config when they are new (the bridge
+    /// made by the first pod, or made again).
+    fn find_bridge(
+        &mut self,
+        nl: &mut skein_netns::netlink::Netlink,
+        links: &[skein_netns::netlink::Link],
+    ) -> Result<Option<u32>, Error> {
+        let name = &self.routing.bridge;
+        let Some(bridge) = links.iter().find(|l| &l.name == name) else {
+            self.bridge = Err(format!(
+                "pod routing: bridge {name} does not exist (the CNI plugin makes it with the first pod)"
+            ));
+            return Ok(None);
+        };
+        let subnet = nl
+            .addresses(Some(bridge.index))
+            .map_err(nl_err(format!("addresses of {name}")))?
+            .into_iter()
+            .find_map(|a| match a.addr {
+                std::net::IpAddr::V4(v4) => Some((v4, a.prefix_len)),
+                _ => None,
+            });
+        let Some(subnet) = subnet else {
+            self.bridge = Err(format!(
+                "pod routing: bridge {name} has no IPv4 address (the pods' gateway)"
+            ));
+            return Ok(None);
+        };
+        if self.bridge != Ok((bridge.index, subnet)) {
+            let map = self
+                .tc
+                .map_mut(MAP_PODNET)
+                .ok_or_else(|| Error::Config(format!("map {MAP_PODNET} missing")))?;
+            let mut arr: Array<&mut MapData, PodNetCfg> =
+                Array::try_from(map).map_err(Error::map(MAP_PODNET))?;
+            let cfg = PodNetCfg::new(
+                bridge.index,
+                self.uplink_index,
+                self.routing.cluster,
+                subnet,
+            );
+            arr.set(0, cfg, 0).map_err(Error::map(MAP_PODNET))?;
+            self.bridge = Ok((bridge.index, subnet));
+        }
+        Ok(Some(bridge.index))
     }
 
     /// Attaches to ports that joined the bridge since the last call (replacing a filter
@@ -624,10 +648,10 @@ impl PodRouter {
         let mut nl =
             skein_netns::netlink::Netlink::open().map_err(nl_err("open netlink".to_owned()))?;
         let links = nl.links().map_err(nl_err("list links".to_owned()))?;
-        let Some(bridge) = links.iter().find(|l| l.name == self.routing.bridge) else {
+        let Some(bridge) = self.find_bridge(&mut nl, &links)? else {
             return Ok(0);
         };
-        let ports = bridge_ports(&links, |l| l.master == Some(bridge.index));
+        let ports: Vec<_> = links.iter().filter(|l| l.master == Some(bridge)).collect();
         self.attached
             .retain(|i| ports.iter().any(|l| l.index == *i));
         let program = PROG_TC_POD;
@@ -681,22 +705,15 @@ impl PodRouter {
     }
 }
 
-/// The links `is_port` picks: where `skein_tc_pod` goes (the pods' host-side veths).
-fn bridge_ports(
-    links: &[skein_netns::netlink::Link],
-    is_port: impl Fn(&skein_netns::netlink::Link) -> bool,
-) -> Vec<&skein_netns::netlink::Link> {
-    links.iter().filter(|l| is_port(l)).collect()
-}
-
 /// Removes `skein_tc_pod` from every bridge port of the current namespace (cleanup, and
 /// pod routing turned off): the filters outlive the proxy otherwise.
 pub fn detach_pod_routing() -> Result<usize, Error> {
     let mut nl =
         skein_netns::netlink::Netlink::open().map_err(nl_err("open netlink".to_owned()))?;
     let links = nl.links().map_err(nl_err("list links".to_owned()))?;
-    Ok(bridge_ports(&links, |l| l.master.is_some())
-        .into_iter()
+    Ok(links
+        .iter()
+        .filter(|link| link.master.is_some())
         .filter(|link| {
             aya::programs::tc::qdisc_detach_program(&link.name, TcAttachType::Ingress, PROG_TC_POD)
                 .is_ok()

@@ -290,12 +290,16 @@ fn pod_routing_leaves_the_vxlan_overlay_to_the_kernel() {
     );
 }
 
-/// The daemon with `--pod-routing`: a pod started after it is picked up within seconds
-/// (its traffic leaves the bridge), and `--cleanup` on SIGTERM takes the filters away.
+/// The daemon with `--pod-routing` on a node without pods yet: it waits for the bridge
+/// (the CNI plugin makes it with the first pod) instead of failing, a pod started after
+/// it is picked up within seconds (its traffic leaves the bridge), and `--cleanup` on
+/// SIGTERM takes the filters away.
 #[test]
 fn the_daemon_routes_pods_started_after_it_and_cleans_up() {
     let mut c = Cluster::start(2);
     let (p1, ip1) = serving_pod(&mut c, 1, "pod1");
+    let node2 = c.bed.node(2);
+    node2.run("ip", &["link", "del", "cni0"]).unwrap();
     let listener = c
         .bed
         .node(2)
@@ -313,15 +317,30 @@ fn the_daemon_routes_pods_started_after_it_and_cleans_up() {
         .env("RUST_LOG", "info");
     let log = c.bed.node(2).dirs.log_dir.join("skein-proxy-routing.log");
     let mut d = Daemon::spawn("skein-proxy", cmd, &log).unwrap();
-    let started = std::time::Instant::now();
-    while !d.log_tail(50).contains("pod routing on") {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "pod routing did not start; skein-proxy log:\n{}",
-            d.log_tail(40)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let wait_log = |d: &Daemon, what: &str| {
+        let started = std::time::Instant::now();
+        while !d.log_tail(50).contains(what) {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "no {what:?} in the skein-proxy log:\n{}",
+                d.log_tail(40)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait_log(&d, "bridge cni0 does not exist");
+    assert!(d.is_running(), "{}", d.log_tail(40));
+
+    // The first pod's CNI ADD makes the bridge.
+    let node2 = c.bed.node(2);
+    node2
+        .run("ip", &["link", "add", "cni0", "type", "bridge"])
+        .unwrap();
+    node2
+        .run("ip", &["addr", "add", "10.244.2.1/24", "dev", "cni0"])
+        .unwrap();
+    node2.run("ip", &["link", "set", "cni0", "up"]).unwrap();
+    wait_log(&d, "pod routing on");
 
     // A pod started after the daemon.
     let (p2, ip2) = serving_pod(&mut c, 2, "pod2");
