@@ -208,6 +208,36 @@ pub fn install(cfg: &InstallConfig) -> Result<InstallReport, Error> {
     result.map(|()| report)
 }
 
+/// Keeps the link pinned at `pin` when its program has `tag` (the same code); otherwise
+/// attaches anew (`attach`) and pins the new link in place of the old one. Reports which.
+fn pin_attached(
+    report: &mut InstallReport,
+    name: &'static str,
+    pin: &Path,
+    tag: Option<u64>,
+    attach: impl FnOnce() -> Result<FdLink, Error>,
+) -> Result<(), Error> {
+    if keep_pinned(pin, tag) {
+        report.kept.push(name);
+    } else if swap_pin(attach()?, pin)? {
+        report.replaced.push(name);
+    } else {
+        report.attached.push(name);
+    }
+    Ok(())
+}
+
+/// A program's link as a pinnable fd link (pinned at `pin`).
+fn fd_link<L: TryInto<FdLink, Error = aya::programs::links::LinkError>>(
+    link: L,
+    pin: &Path,
+) -> Result<FdLink, Error> {
+    link.try_into().map_err(|e| Error::Pin {
+        path: pin.to_path_buf(),
+        reason: e.to_string(),
+    })
+}
+
 fn install_inner(cfg: &InstallConfig, report: &mut InstallReport) -> Result<(), Error> {
     // Both objects are always loaded: that creates or reuses every pinned map.
     let mut cg = load("cgroup_sock.o", CGROUP_OBJ, &cfg.pin_dir)?;
@@ -228,28 +258,17 @@ fn install_inner(cfg: &InstallConfig, report: &mut InstallReport) -> Result<(), 
                 .try_into()
                 .map_err(prog_err)?;
             prog.load().map_err(prog_err)?;
-            if keep_pinned(&pin, prog.info().ok().map(|i| i.tag())) {
-                report.kept.push(name);
-                continue;
-            }
-            let id = prog
-                .attach(&dir, CgroupAttachMode::default())
-                .map_err(|e| Error::Attach {
-                    program: name,
-                    target: cgroup.display().to_string(),
-                    source: Box::new(e),
-                })?;
-            let link: FdLink = prog.take_link(id).map_err(prog_err)?.try_into().map_err(
-                |e: aya::programs::links::LinkError| Error::Pin {
-                    path: pin.clone(),
-                    reason: e.to_string(),
-                },
-            )?;
-            if swap_pin(link, &pin)? {
-                report.replaced.push(name);
-            } else {
-                report.attached.push(name);
-            }
+            let tag = prog.info().ok().map(|i| i.tag());
+            pin_attached(report, name, &pin, tag, || {
+                let id = prog
+                    .attach(&dir, CgroupAttachMode::default())
+                    .map_err(|e| Error::Attach {
+                        program: name,
+                        target: cgroup.display().to_string(),
+                        source: Box::new(e),
+                    })?;
+                fd_link(prog.take_link(id).map_err(prog_err)?, &pin)
+            })?;
         }
     }
 
@@ -269,26 +288,15 @@ fn install_inner(cfg: &InstallConfig, report: &mut InstallReport) -> Result<(), 
                 .try_into()
                 .map_err(prog_err)?;
             prog.load().map_err(prog_err)?;
-            if keep_pinned(&pin, prog.info().ok().map(|i| i.tag())) {
-                report.kept.push(name);
-                continue;
-            }
-            let id = prog.attach(uplink, kind).map_err(|e| Error::Attach {
-                program: name,
-                target: uplink.clone(),
-                source: Box::new(e),
+            let tag = prog.info().ok().map(|i| i.tag());
+            pin_attached(report, name, &pin, tag, || {
+                let id = prog.attach(uplink, kind).map_err(|e| Error::Attach {
+                    program: name,
+                    target: uplink.clone(),
+                    source: Box::new(e),
+                })?;
+                fd_link(prog.take_link(id).map_err(prog_err)?, &pin)
             })?;
-            let link: FdLink = prog.take_link(id).map_err(prog_err)?.try_into().map_err(
-                |e: aya::programs::links::LinkError| Error::Pin {
-                    path: pin.clone(),
-                    reason: e.to_string(),
-                },
-            )?;
-            if swap_pin(link, &pin)? {
-                report.replaced.push(name);
-            } else {
-                report.attached.push(name);
-            }
         }
     }
 
