@@ -22,21 +22,7 @@ fn ms(d: Duration) -> String {
 }
 
 fn main() -> Result<(), String> {
-    let (mut pods, mut nodes) = (100usize, 3usize);
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        let mut num = |lo: usize, hi: usize| {
-            args.next()
-                .and_then(|v| v.parse().ok())
-                .filter(|n| (lo..=hi).contains(n))
-                .ok_or(format!("{a} takes a number from {lo} to {hi}"))
-        };
-        match a.as_str() {
-            "--pods" => pods = num(1, 200)?,
-            "--nodes" => nodes = num(1, 5)?,
-            other => return Err(format!("unknown argument {other:?}")),
-        }
-    }
+    let (pods, nodes) = skein_testbed::stats::pods_and_nodes(std::env::args().skip(1), 200)?;
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let agent = exe
         .parent()
