@@ -33,6 +33,10 @@ enum Cmd {
         /// flanneld's backend.
         #[arg(long, value_enum, default_value_t = Backend::Vxlan)]
         backend: Backend,
+        /// Run skein-proxy with --pod-routing (eBPF pod-to-pod routing between nodes;
+        /// host-gw routes only, see the README).
+        #[arg(long)]
+        pod_routing: bool,
         /// Where the skein binaries are [default: the directory of this executable].
         #[arg(long)]
         bin_dir: Option<PathBuf>,
@@ -101,6 +105,7 @@ fn main() -> anyhow::Result<ExitCode> {
             name,
             nodes,
             backend,
+            pod_routing,
             bin_dir,
         } => {
             let skeinctl = std::env::current_exe().context("find the skeinctl executable")?;
@@ -115,6 +120,7 @@ fn main() -> anyhow::Result<ExitCode> {
                 name,
                 nodes,
                 backend,
+                pod_routing,
                 bin_dir,
                 skeinctl,
                 tuning: Default::default(),

@@ -31,6 +31,8 @@ pub struct UpOptions {
     pub nodes: usize,
     /// flanneld's backend.
     pub backend: Backend,
+    /// skein-proxy's eBPF pod routing between nodes (`--pod-routing`) on every node.
+    pub pod_routing: bool,
     /// Where the skein binaries are.
     pub bin_dir: PathBuf,
     /// The `skeinctl` executable that runs the kubeconfig relay (`skeinctl relay`).
@@ -365,6 +367,9 @@ impl Cluster {
             .arg(&dirs.bpf_pin_dir)
             .args(["--uplink", "eth0"])
             .args(["--node-ip", &addr.to_string()]);
+        if self.opts.pod_routing {
+            cmd.args(["--pod-routing", "--cluster-cidr", layout::CLUSTER_NETWORK]);
+        }
         if let Some(cg) = &dirs.cgroup {
             cmd.arg("--cgroup-root").arg(cg);
         }

@@ -72,12 +72,23 @@ impl Cluster {
     /// skein-agent and skein-proxy, exactly as `skeinctl up` does, and waits until every
     /// node is Ready.
     pub fn start(nodes: usize) -> Cluster {
+        Cluster::start_with(nodes, skeinctl::layout::Backend::Vxlan, false)
+    }
+
+    /// As [`Cluster::start`], with flanneld's `backend` and skein-proxy's pod routing
+    /// on or off (`skeinctl up --backend ... [--pod-routing]`).
+    pub fn start_with(
+        nodes: usize,
+        backend: skeinctl::layout::Backend,
+        pod_routing: bool,
+    ) -> Cluster {
         crate::require_root();
         let skeinctl = binary("skeinctl");
         let opts = skeinctl::up::UpOptions {
             name: skein_testbed::unique_prefix(),
             nodes,
-            backend: skeinctl::layout::Backend::Vxlan,
+            backend,
+            pod_routing,
             bin_dir: skeinctl.parent().unwrap().to_owned(),
             skeinctl,
             tuning: skeinctl::up::Tuning {
