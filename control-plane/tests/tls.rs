@@ -169,56 +169,39 @@ fn kubectl_and_kube_rs_over_https_with_a_ca_and_a_token() {
     let node = api.bed.node(1);
     let etcd = api.bed.etcd().members[0].client_url();
     let missing = dir.join("pki/missing.crt");
-    let out = node
-        .command(support::server_binary())
-        .unwrap()
-        .args(["--etcd-servers", &etcd, "--bind-address", "127.0.0.1"])
-        .args([
-            "--port",
-            "6444",
-            "--tls-cert-file",
-            missing.to_str().unwrap(),
-        ])
-        .args(["--tls-private-key-file", pki.server_key.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    // The server's stderr when started with `files` (flag, path); it must fail.
+    let refused = |files: &[(&str, &Path)]| {
+        let mut cmd = node.command(support::server_binary()).unwrap();
+        cmd.args(["--etcd-servers", &etcd, "--bind-address", "127.0.0.1"])
+            .args(["--port", "6444"]);
+        for (flag, path) in files {
+            cmd.arg(flag).arg(path);
+        }
+        let out = cmd.output().unwrap();
+        assert!(!out.status.success(), "started with {files:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let stderr = refused(&[
+        ("--tls-cert-file", &missing),
+        ("--tls-private-key-file", &pki.server_key),
+    ]);
     assert!(
         stderr.contains("--tls-cert-file") && stderr.contains("missing.crt"),
         "{stderr}"
     );
-    let out = node
-        .command(support::server_binary())
-        .unwrap()
-        .args(["--etcd-servers", &etcd, "--bind-address", "127.0.0.1"])
-        .args([
-            "--port",
-            "6444",
-            "--tls-cert-file",
-            pki.server_cert.to_str().unwrap(),
-        ])
-        .args(["--tls-private-key-file", pki.ca_cert.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let stderr = refused(&[
+        ("--tls-cert-file", &pki.server_cert),
+        ("--tls-private-key-file", &pki.ca_cert),
+    ]);
     assert!(
         stderr.contains("--tls-private-key-file") && stderr.contains("ca.crt"),
         "{stderr}"
     );
-    let out = node
-        .command(support::server_binary())
-        .unwrap()
-        .args(["--etcd-servers", &etcd, "--bind-address", "127.0.0.1"])
-        .args(["--port", "6444"])
-        .args(["--tls-cert-file", pki.server_cert.to_str().unwrap()])
-        .args(["--tls-private-key-file", pki.server_key.to_str().unwrap()])
-        .args(["--client-ca-file", pki.server_key.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let stderr = refused(&[
+        ("--tls-cert-file", &pki.server_cert),
+        ("--tls-private-key-file", &pki.server_key),
+        ("--client-ca-file", &pki.server_key),
+    ]);
     assert!(
         stderr.contains("--client-ca-file") && stderr.contains("server.key"),
         "{stderr}"

@@ -406,115 +406,77 @@ impl Pki {
                 String::from_utf8_lossy(&out.stderr)
             );
         };
-        openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
+        // A new P-256 key in `key` and for `subj` a certificate request in `out`, or with
+        // `self_signed` a certificate valid for 2 days; `extra` arguments appended.
+        let new_key = |key: &str, out: &str, subj: &str, self_signed: bool, extra: &[&str]| {
+            let mut args = vec!["req"];
+            if self_signed {
+                args.extend(["-x509", "-days", "2"]);
+            }
+            args.extend(["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"]);
+            args.extend(["-nodes", "-keyout", key, "-out", out, "-subj", subj]);
+            args.extend_from_slice(extra);
+            openssl(&args);
+        };
+        // The CA signs request `csr` into `crt`, valid for 2 days, with the extensions
+        // `ext` (written to `<crt>.ext`).
+        let sign = |csr: &str, crt: &str, ext: &str| {
+            let ext_file = format!("{crt}.ext");
+            std::fs::write(dir.join(&ext_file), ext).unwrap();
+            openssl(&[
+                "x509",
+                "-req",
+                "-in",
+                csr,
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                crt,
+                "-days",
+                "2",
+                "-extfile",
+                &ext_file,
+            ]);
+        };
+        new_key(
             "ca.key",
-            "-out",
             "ca.crt",
-            "-days",
-            "2",
-            "-subj",
             "/CN=skein-test-ca",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ]);
-        openssl(&[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
+            true,
+            &[
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ],
+        );
+        new_key(
             "server.pkcs8.key",
-            "-out",
             "server.csr",
-            "-subj",
             "/CN=skein-apiserver",
-        ]);
-        std::fs::write(
-            dir.join("server.ext"),
-            format!(
+            false,
+            &[],
+        );
+        sign(
+            "server.csr",
+            "server.crt",
+            &format!(
                 "subjectAltName=IP:{ip}\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n"
             ),
-        )
-        .unwrap();
-        openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "server.crt",
-            "-days",
-            "2",
-            "-extfile",
-            "server.ext",
-        ]);
+        );
         openssl(&["ec", "-in", "server.pkcs8.key", "-out", "server.key"]);
-        openssl(&[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
+        new_key(
             "client.key",
-            "-out",
             "client.csr",
-            "-subj",
             "/O=system:masters/CN=admin",
-        ]);
-        std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
-        openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            "client.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "client.crt",
-            "-days",
-            "2",
-            "-extfile",
-            "client.ext",
-        ]);
-        openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            "rogue.key",
-            "-out",
-            "rogue.crt",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=admin",
-        ]);
+            false,
+            &[],
+        );
+        sign("client.csr", "client.crt", "extendedKeyUsage=clientAuth\n");
+        new_key("rogue.key", "rogue.crt", "/CN=admin", true, &[]);
         let key = std::fs::read_to_string(dir.join("server.key")).unwrap();
         assert!(key.contains("BEGIN EC PRIVATE KEY"), "{key}");
         Pki {
