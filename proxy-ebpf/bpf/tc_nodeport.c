@@ -152,6 +152,25 @@ static __always_inline int skein_mac_eq(const __u8 *a, const __u8 *b)
 	       a[5] == b[5];
 }
 
+/* Pod routing's config when it is on (NULL otherwise, or when the packet is not IPv4),
+ * with *eth set to the packet's Ethernet header, a whole IPv4 header behind it. */
+static __always_inline struct skein_route_cfg *skein_podnet_ipv4(struct __sk_buff *skb,
+								 struct ethhdr **eth)
+{
+	__u32 zero = 0;
+	struct skein_route_cfg *rc = bpf_map_lookup_elem(&skein_podnet, &zero);
+	if (!rc || !rc->enabled)
+		return NULL;
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ethhdr *e = data;
+	if ((void *)(e + 1) > data_end || e->h_proto != bpf_htons(ETH_P_IP) ||
+	    (void *)(e + 1) + sizeof(struct iphdr) > data_end)
+		return NULL;
+	*eth = e;
+	return rc;
+}
+
 /* The hop the node's forwarding would have made: TTL down by one (checksum fixed), new
  * destination and source MACs. */
 static __always_inline int skein_hop(struct __sk_buff *skb, const __u8 *dmac, const __u8 *smac)
@@ -173,17 +192,12 @@ static __always_inline int skein_hop(struct __sk_buff *skb, const __u8 *dmac, co
  * exists. Otherwise the normal path (TC_ACT_OK). */
 static __always_inline int skein_to_pod(struct __sk_buff *skb)
 {
-	__u32 zero = 0;
-	struct skein_route_cfg *rc = bpf_map_lookup_elem(&skein_podnet, &zero);
-	if (!rc || !rc->enabled)
-		return TC_ACT_OK;
-	void *data = (void *)(long)skb->data;
-	void *data_end = (void *)(long)skb->data_end;
-	struct ethhdr *eth = data;
-	if ((void *)(eth + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP))
+	struct ethhdr *eth;
+	struct skein_route_cfg *rc = skein_podnet_ipv4(skb, &eth);
+	if (!rc)
 		return TC_ACT_OK;
 	struct iphdr *ip = (void *)(eth + 1);
-	if ((void *)(ip + 1) > data_end || ip->ttl <= 1)
+	if (ip->ttl <= 1)
 		return TC_ACT_OK;
 	__be32 saddr = ip->saddr, daddr = ip->daddr;
 	if (!skein_in(daddr, rc->node_net, rc->node_mask) ||
@@ -383,18 +397,11 @@ int skein_tc_egress(struct __sk_buff *skb)
 SEC("classifier")
 int skein_tc_pod(struct __sk_buff *skb)
 {
-	__u32 zero = 0;
-	struct skein_route_cfg *rc = bpf_map_lookup_elem(&skein_podnet, &zero);
-	if (!rc || !rc->enabled)
-		return TC_ACT_OK;
-	void *data = (void *)(long)skb->data;
-	void *data_end = (void *)(long)skb->data_end;
-	struct ethhdr *eth = data;
-	if ((void *)(eth + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP))
+	struct ethhdr *eth;
+	struct skein_route_cfg *rc = skein_podnet_ipv4(skb, &eth);
+	if (!rc)
 		return TC_ACT_OK;
 	struct iphdr *ip = (void *)(eth + 1);
-	if ((void *)(ip + 1) > data_end)
-		return TC_ACT_OK;
 	__be32 saddr = ip->saddr, daddr = ip->daddr;
 	/* Only a source in this node's pod subnet is a pod (anything else, spoofed or not,
 	 * is left to the node's stack). */

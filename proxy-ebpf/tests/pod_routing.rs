@@ -53,6 +53,13 @@ fn bridge_packets(c: &Cluster, i: usize) -> u64 {
     packets(c, i, "cni0", "rx") + packets(c, i, "cni0", "tx")
 }
 
+/// Packets node `i`'s bridge carried (both ways) while `f` ran.
+fn bridged_during(c: &Cluster, i: usize, f: impl FnOnce()) -> u64 {
+    let before = bridge_packets(c, i);
+    f();
+    bridge_packets(c, i) - before
+}
+
 /// Adds pod 1 on node `i`, serving TCP on 8080 as `identity`; its index and address.
 fn serving_pod(c: &mut Cluster, i: usize, identity: &str) -> (usize, Ipv4Addr) {
     let p = c.add_pod(i, 1);
@@ -181,9 +188,7 @@ fn pod_traffic_skips_the_bridge_and_a_replaced_pod_is_still_reached() {
         let out = apply(&c, i, &[]);
         assert!(out["pod_ports"].is_null(), "{out}");
     }
-    let before = bridge_packets(&c, 2);
-    connect(&c, p1, ip2, 10, "pod2");
-    let off = bridge_packets(&c, 2) - before;
+    let off = bridged_during(&c, 2, || connect(&c, p1, ip2, 10, "pod2"));
     assert!(
         off >= 30,
         "without pod routing node2's bridge saw only {off} packets"
@@ -199,9 +204,7 @@ fn pod_traffic_skips_the_bridge_and_a_replaced_pod_is_still_reached() {
     }
     assert!(tc_filters(&c, 2, "vn2p1").contains("skein_tc_pod"));
     connect(&c, p1, ip2, 2, "pod2");
-    let before = bridge_packets(&c, 2);
-    connect(&c, p1, ip2, 10, "pod2");
-    let on = bridge_packets(&c, 2) - before;
+    let on = bridged_during(&c, 2, || connect(&c, p1, ip2, 10, "pod2"));
     assert!(
         on < 5,
         "with pod routing node2's bridge still saw {on} packets (off: {off})"
@@ -230,9 +233,7 @@ fn pod_traffic_skips_the_bridge_and_a_replaced_pod_is_still_reached() {
     let out = apply(&c, 2, ROUTING);
     assert_eq!(out["pod_ports"], 1, "{out}");
     connect(&c, p1, ip2, 3, "new-pod2");
-    let before = bridge_packets(&c, 2);
-    connect(&c, p1, ip2, 10, "new-pod2");
-    let relearned = bridge_packets(&c, 2) - before;
+    let relearned = bridged_during(&c, 2, || connect(&c, p1, ip2, 10, "new-pod2"));
     assert!(
         relearned < 5,
         "the new pod was not learned: {relearned} packets on the bridge"
@@ -241,9 +242,7 @@ fn pod_traffic_skips_the_bridge_and_a_replaced_pod_is_still_reached() {
     // Off again: the filters go, the bridge carries the traffic, and it still works.
     apply(&c, 2, &[]);
     assert!(!tc_filters(&c, 2, "vn2p1").contains("skein_tc_pod"));
-    let before = bridge_packets(&c, 2);
-    connect(&c, p1, ip2, 5, "new-pod2");
-    assert!(bridge_packets(&c, 2) - before >= 15);
+    assert!(bridged_during(&c, 2, || connect(&c, p1, ip2, 5, "new-pod2")) >= 15);
 
     // cleanup takes node1's filter away too.
     assert!(tc_filters(&c, 1, "vn1p1").contains("skein_tc_pod"));
@@ -354,9 +353,7 @@ fn the_daemon_routes_pods_started_after_it_and_cleans_up() {
         },
     );
     connect(&c, p2, ip1, 2, "pod1");
-    let before = bridge_packets(&c, 2);
-    connect(&c, p1, ip2, 10, "pod2");
-    let on = bridge_packets(&c, 2) - before;
+    let on = bridged_during(&c, 2, || connect(&c, p1, ip2, 10, "pod2"));
     assert!(
         on < 5,
         "node2's bridge still saw {on} packets; skein-proxy log:\n{}",
