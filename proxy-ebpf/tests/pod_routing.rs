@@ -370,35 +370,29 @@ fn the_daemon_routes_pods_started_after_it_and_cleans_up() {
 fn pod_routing_needs_a_cluster_cidr_and_an_existing_bridge() {
     let c = Cluster::start(1);
     let pin = c.pin_dir(1);
-    let mut cmd = c.bed.node(1).command(PROXY).unwrap();
-    cmd.args([
-        "apply",
-        "--node-name",
-        "n",
-        "--pin-dir",
-        pin.to_str().unwrap(),
-    ])
-    .args(["--from-file", "/dev/null", "--pod-routing"]);
-    let out = cmd.output().unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--cluster-cidr"), "{err}");
-
     let file = c.bed.state_dir().join("empty.json");
     std::fs::write(&file, r#"{"services":[]}"#).unwrap();
-    let mut cmd = c.bed.node(1).command(PROXY).unwrap();
-    cmd.args([
-        "apply",
-        "--node-name",
-        "n",
-        "--pin-dir",
-        pin.to_str().unwrap(),
-    ])
-    .args(["--from-file", file.to_str().unwrap()])
-    .args(ROUTING)
-    .args(["--pod-bridge", "nosuchbr0"]);
-    let out = cmd.output().unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    // `apply` with `extra`, which must fail: its stderr.
+    let refused = |extra: &[&str]| {
+        let mut cmd = c.bed.node(1).command(PROXY).unwrap();
+        cmd.args(["apply", "--node-name", "n", "--pin-dir"])
+            .arg(&pin)
+            .arg("--from-file")
+            .arg(&file)
+            .args(extra);
+        let out = cmd.output().unwrap();
+        assert!(!out.status.success(), "apply {extra:?} succeeded");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = refused(&["--pod-routing"]);
+    assert!(err.contains("--cluster-cidr"), "{err}");
+    let err = refused(&["--pod-routing", "--cluster-cidr", "10.244.0.0/40"]);
+    assert!(
+        err.contains("--cluster-cidr") && err.contains("10.244.0.0/40"),
+        "{err}"
+    );
+    let mut extra = ROUTING.to_vec();
+    extra.extend(["--pod-bridge", "nosuchbr0"]);
+    let err = refused(&extra);
     assert!(err.contains("bridge nosuchbr0 does not exist"), "{err}");
 }

@@ -88,23 +88,8 @@ struct DatapathArgs {
     #[arg(long, default_value = "cni0")]
     pod_bridge: String,
     /// The cluster's pod network for --pod-routing (flannel's Network), e.g. 10.244.0.0/16.
-    #[arg(long, value_parser = parse_cidr)]
-    cluster_cidr: Option<(Ipv4Addr, u8)>,
-}
-
-fn parse_cidr(s: &str) -> std::result::Result<(Ipv4Addr, u8), String> {
-    let (addr, len) = s
-        .split_once('/')
-        .ok_or_else(|| format!("{s:?} is not a CIDR (address/prefix length)"))?;
-    let addr: Ipv4Addr = addr
-        .parse()
-        .map_err(|e| format!("{s:?}: bad IPv4 address: {e}"))?;
-    let len: u8 = len
-        .parse()
-        .ok()
-        .filter(|l| *l <= 32)
-        .ok_or_else(|| format!("{s:?}: the prefix length must be 0-32"))?;
-    Ok((addr, len))
+    #[arg(long)]
+    cluster_cidr: Option<ipnetwork::Ipv4Network>,
 }
 
 impl DatapathArgs {
@@ -124,7 +109,7 @@ impl DatapathArgs {
                 pod_routing: match (self.pod_routing, self.cluster_cidr) {
                     (true, Some(cluster)) => Some(datapath::PodRouting {
                         bridge: self.pod_bridge.clone(),
-                        cluster,
+                        cluster: (cluster.ip(), cluster.prefix()),
                     }),
                     _ => None,
                 },
